@@ -1,0 +1,38 @@
+// swift-tools-version:6.1
+// BufferedAIO: asynchronous buffered (page-cache) file reads for Linux, in userspace, over libaio.
+import PackageDescription
+
+let package = Package(
+    name: "swift-buffered-aio",
+    products: [
+        .library(name: "BufferedAIO", targets: ["BufferedAIO"]),
+        .executable(name: "baio", targets: ["baio"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    ],
+    targets: [
+        // The only C in the package: what Swift cannot see of libaio, preadv2, cachestat and statx.
+        .target(
+            name: "CBufferedAIO",
+            linkerSettings: [.linkedLibrary("aio")]
+        ),
+        // The engine (Engine/, Direct/, Syscalls/) and the async API (Async/).
+        .target(
+            name: "BufferedAIO",
+            dependencies: ["CBufferedAIO"]
+        ),
+        .executableTarget(
+            name: "baio",
+            dependencies: [
+                "BufferedAIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "BufferedAIOTests",
+            dependencies: ["BufferedAIO", "CBufferedAIO"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

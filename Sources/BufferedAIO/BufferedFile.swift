@@ -1,0 +1,103 @@
+// This file owns `BufferedFile`'s descriptors: the buffered one every read uses and the O_DIRECT twin
+// opened at the same time, so direct reads never re-open the file by path later.
+import CBufferedAIO
+import Glibc
+import Synchronization
+
+/// A file opened for reading through BufferedAIO.
+///
+/// It holds two descriptors from one `open` of the path: a buffered one, and an O_DIRECT one for
+/// ``ReadMode/direct`` (absent where the filesystem refuses O_DIRECT, such as tmpfs). In-flight reads pin
+/// their own duplicates, so closing the file never disturbs them.
+public final class BufferedFile: Sendable {
+    /// The path the file was opened with; every error about it names this path.
+    public let path: String
+
+    struct Descriptors {
+        var buffered: Int32
+        var direct: Int32
+        var isClosed: Bool { buffered < 0 }
+    }
+
+    let descriptors: Mutex<Descriptors>
+    /// Set when a scoped use closes the file, so deinit reports only files nobody closed.
+    let reportLeak: Bool
+
+    /// Opens `path` for reading.
+    ///
+    /// - Parameter path: The file to open.
+    /// - Throws: ``BufferedAIOError`` with code ``BufferedAIOError/Code/openFailed`` (naming the path and
+    ///   errno) if it cannot be opened, ``BufferedAIOError/Code/isDirectory`` or
+    ///   ``BufferedAIOError/Code/notRegularFile`` if it is not a regular file.
+    ///
+    /// The corresponding C function is `open` with `O_RDONLY | O_CLOEXEC`.
+    public init(path: String) throws(BufferedAIOError) {
+        self.path = path
+        self.reportLeak = true
+        let fd = system_open(path, O_RDONLY)
+        guard fd >= 0 else {
+            let errno = Errno(rawValue: Glibc.errno)
+            throw BufferedAIOError(.openFailed, "cannot open '\(path)'", syscall: "open", errno: errno, path: path)
+        }
+        var info = stat()
+        _ = system_fstat(fd, &info)
+        let kind = info.st_mode & S_IFMT
+        guard kind == S_IFREG else {
+            _ = system_close(fd)
+            if kind == S_IFDIR {
+                throw BufferedAIOError(.isDirectory, "'\(path)' is a directory", errno: Errno(rawValue: EISDIR), path: path)
+            }
+            throw BufferedAIOError(
+                .notRegularFile, "'\(path)' is not a regular file (a pipe, socket or device has no page cache to track)",
+                path: path)
+        }
+        self.descriptors = Mutex(Descriptors(buffered: fd, direct: Self.openDirectTwin(path, matching: info)))
+    }
+
+    /// Closes both descriptors. Reads in flight keep their own pinned copies and complete normally.
+    /// Closing twice is harmless.
+    public func close() {
+        let old = descriptors.withLock { d in
+            defer { d = Descriptors(buffered: -1, direct: -1) }
+            return d
+        }
+        if old.buffered >= 0 { _ = system_close(old.buffered) }
+        if old.direct >= 0 { _ = system_close(old.direct) }
+    }
+
+    /// Whether ``close()`` has been called.
+    public var isClosed: Bool { descriptors.withLock { $0.isClosed } }
+
+    /// The buffered descriptor, or nil once closed. Valid only until ``close()``.
+    public var descriptor: Int32? {
+        descriptors.withLock { $0.isClosed ? nil : $0.buffered }
+    }
+
+    /// Whether direct reads of this file can bypass the cache.
+    public var supportsDirect: Bool { descriptors.withLock { $0.direct >= 0 } }
+
+    deinit {
+        let d = descriptors.withLock { $0 }
+        if !d.isClosed {
+            if reportLeak {
+                let text = "BufferedAIO: BufferedFile('\(path)') was never closed; closing it in deinit\n"
+                _ = text.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) }
+            }
+            if d.buffered >= 0 { _ = system_close(d.buffered) }
+            if d.direct >= 0 { _ = system_close(d.direct) }
+        }
+    }
+
+    /// Opens the O_DIRECT twin now, while the path is known to name the file just opened; a later open by
+    /// path could land on a renamed or replaced file. Returns -1 where O_DIRECT is refused.
+    private static func openDirectTwin(_ path: String, matching info: stat) -> Int32 {
+        let fd = system_open(path, O_RDONLY | cbaio_O_DIRECT)
+        guard fd >= 0 else { return -1 }
+        var twin = stat()
+        if system_fstat(fd, &twin) != 0 || twin.st_dev != info.st_dev || twin.st_ino != info.st_ino {
+            _ = system_close(fd)
+            return -1
+        }
+        return fd
+    }
+}

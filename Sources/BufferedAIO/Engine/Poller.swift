@@ -1,0 +1,219 @@
+// This file owns the completion poller: one thread that drops requests' page references as pages become
+// resident (stages 2 and 3 of the 2011 proposal), in batches, with a per-pass budget and an adaptive
+// back-off, and that also drives the libaio context of the direct path.
+import CBufferedAIO
+import Glibc
+import Synchronization
+
+struct Poller {
+    let engine: Engine
+    var active: [Request] = []
+    var direct: DirectIO
+    /// Where RWF_NOWAIT probes copy to: the poller never writes a caller's buffer for buffered reads.
+    let scratch: UnsafeMutableRawPointer
+    let scratchLength = 256 << 10
+
+    init(engine: Engine) {
+        self.engine = engine
+        self.direct = DirectIO(engine: engine)
+        self.scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchLength, alignment: systemPageSize)
+    }
+
+    mutating func run() {
+        defer { scratch.deallocate() }
+        var interval = engine.configuration.minimumPollInterval
+        while true {
+            let (incoming, stopping) = engine.inbox.withLock { inbox in
+                defer { inbox.requests.removeAll(keepingCapacity: true) }
+                return (inbox.requests, inbox.stopping)
+            }
+            var ready: [Request] = []
+            for request in incoming {
+                if request.direct != nil {
+                    direct.submit(request, buffered: &active, ready: &ready)
+                } else {
+                    active.append(request)
+                }
+            }
+            if stopping {
+                Self.deliverGrouped(ready)
+                break
+            }
+
+            let now = ContinuousClock.now
+            ready += pass(now: now)
+            direct.collect(into: &ready, buffered: &active)
+            deliver(ready, now: now)
+
+            if active.isEmpty && direct.inFlight.isEmpty {
+                sleepUntilWoken()
+                interval = engine.configuration.minimumPollInterval
+            } else {
+                interval = ready.isEmpty ? min(interval * 2, backoffCeiling()) : engine.configuration.minimumPollInterval
+                _ = system_ppoll_readable(engine.wakeFD, timeout: interval)
+                system_eventfd_drain(engine.wakeFD)
+            }
+        }
+        shutdownPending()
+    }
+
+    /// One pass over the pending requests, probing at most the budget's worth of pages. Requests the
+    /// budget did not reach go first next pass, so a large request cannot starve the others.
+    mutating func pass(now: ContinuousClock.Instant) -> [Request] {
+        engine.counters.pollPasses.add(1)
+        var ready: [Request] = []
+        guard !active.isEmpty else { return ready }
+        var budget = Int64(engine.configuration.pollBudgetPages)
+        var probes = 0
+        var probed: [Request] = []
+        var unprobed: [Request] = []
+        probed.reserveCapacity(active.count)
+        for request in active {
+            if request.state == .cancelled { continue }
+            guard budget > 0 else {
+                unprobed.append(request)
+                continue
+            }
+            let before = request.references
+            probes += probe(request, budget: &budget)
+            if request.references < before {
+                request.lastProgress = now
+                request.stalls = 0
+            } else if request.references > 0 {
+                checkStall(request, now: now)
+            }
+            if request.references == 0 || request.forceBlocking {
+                if request.transition(from: .pending, to: .ready) { ready.append(request) }
+            } else {
+                probed.append(request)
+            }
+        }
+        active = unprobed + probed
+        engine.counters.pollProbes.add(probes)
+        return ready
+    }
+
+    /// Drops the references of pages now resident, in order from the request's first unconfirmed page.
+    /// Returns the number of probe syscalls made.
+    func probe(_ request: Request, budget: inout Int64) -> Int {
+        var calls = 0
+        let pageSize = Int64(systemPageSize)
+        while budget > 0 && request.runIndex < request.runs.count {
+            let run = request.runs[request.runIndex]
+            var confirmed: Int64
+            switch request.probe {
+            case .mincore(let mapping):
+                confirmed = mapping.residentPrefix(of: run, limit: budget)
+            case .nowait:
+                let start = max(run.first * pageSize, request.offset)
+                let end = min(run.end * pageSize, request.offset + Int64(request.length))
+                let length = Int(min(end - start, Int64(scratchLength), budget * pageSize))
+                let count = system_preadv2(request.fd, scratch, length, start, cbaio_RWF_NOWAIT)
+                if count == 0 {
+                    confirmed = run.count  // the file shrank: nothing more will come; the reaper sees EOF
+                } else if count < 0 {
+                    if errno != EAGAIN { request.forceBlocking = true }  // EIO and such: let pread report it
+                    confirmed = 0
+                } else if start + Int64(count) >= end {
+                    confirmed = run.count
+                } else {
+                    confirmed = (start + Int64(count)) / pageSize - run.first
+                }
+            case .none:
+                confirmed = run.count
+            }
+            calls += 1
+            budget -= max(confirmed, 1)
+            request.references -= confirmed
+            if confirmed >= run.count {
+                request.runIndex += 1
+            } else {
+                request.runs[request.runIndex].first += confirmed
+                request.runs[request.runIndex].count -= confirmed
+                break
+            }
+        }
+        return calls
+    }
+
+    /// A request that has made no progress for a stall timeout has its readahead issued again (pages can
+    /// be evicted while waiting, or dropped by a capped call); after too many stalls the reaper reads it
+    /// with a blocking pread, which also surfaces read errors such as EIO.
+    func checkStall(_ request: Request, now: ContinuousClock.Instant) {
+        let latency = Duration.nanoseconds(engine.observedLatency.load(ordering: .relaxed))
+        let timeout = max(engine.configuration.stallTimeout, latency * 8)
+        guard now - request.lastProgress > timeout else { return }
+        engine.counters.stalls.add(1)
+        request.stalls += 1
+        request.lastProgress = now
+        if request.stalls > engine.configuration.maximumStalls {
+            request.forceBlocking = true
+            return
+        }
+        var info = stat()
+        guard system_fstat(request.fd, &info) == 0, request.runIndex < request.runs.count else { return }
+        engine.issueReadahead(fd: request.fd, run: request.runs[request.runIndex], device: UInt64(info.st_dev))
+    }
+
+    /// The longest sleep while requests are pending: a quarter of the observed device latency, so a
+    /// completion waits at most about that long to be noticed, within the configured bounds.
+    func backoffCeiling() -> Duration {
+        let latency = Duration.nanoseconds(engine.observedLatency.load(ordering: .relaxed))
+        return min(max(latency / 4, engine.configuration.minimumPollInterval), engine.configuration.maximumPollInterval)
+    }
+
+    /// Delivers a pass's ready requests: one call per sink, so an IOContext takes one lock and makes one
+    /// wake-up per batch.
+    func deliver(_ ready: [Request], now: ContinuousClock.Instant) {
+        guard !ready.isEmpty else { return }
+        var total: Int64 = 0
+        for request in ready {
+            let elapsed = now - request.submittedAt
+            total += elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
+        }
+        let sample = Int(total / Int64(ready.count))
+        let old = engine.observedLatency.load(ordering: .relaxed)
+        engine.observedLatency.store(old - old / 8 + sample / 8, ordering: .relaxed)
+        Self.deliverGrouped(ready)
+    }
+
+    static func deliverGrouped(_ requests: [Request]) {
+        guard let firstSink = requests.first?.sink else { return }
+        if requests.allSatisfy({ $0.sink === firstSink }) {
+            firstSink.deliver(requests)
+            return
+        }
+        var groups: [ObjectIdentifier: [Request]] = [:]
+        for request in requests { groups[ObjectIdentifier(request.sink), default: []].append(request) }
+        for group in groups.values { group[0].sink.deliver(group) }
+    }
+
+    /// Sleeps with no timeout until a submit, a direct completion or shutdown writes the wake eventfd.
+    func sleepUntilWoken() {
+        let sleep = engine.inbox.withLock { inbox in
+            if !inbox.requests.isEmpty || inbox.stopping { return false }
+            inbox.pollerIdle = true
+            return true
+        }
+        guard sleep else { return }
+        _ = system_ppoll_readable(engine.wakeFD, timeout: nil)
+        system_eventfd_drain(engine.wakeFD)
+        engine.inbox.withLock { $0.pollerIdle = false }
+    }
+
+    /// Completes everything still pending as cancelled; direct reads are waited for first, because the
+    /// kernel may still write their buffers until io_destroy returns.
+    mutating func shutdownPending() {
+        var cancelled: [Request] = []
+        let leftovers = engine.inbox.withLock { inbox in
+            defer { inbox.requests.removeAll() }
+            return inbox.requests
+        }
+        for request in active + leftovers + direct.destroy() {
+            if request.transition(from: .pending, to: .cancelled) { cancelled.append(request) }
+        }
+        active = []
+        engine.counters.cancelled.add(cancelled.count)
+        Self.deliverGrouped(cancelled)
+    }
+}

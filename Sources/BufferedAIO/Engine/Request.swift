@@ -1,0 +1,135 @@
+// This file owns `Request`, one read's life inside the engine: the refcounted request of the 2011
+// proposal, holding one reference per missing page until every page is resident.
+import CBufferedAIO
+import Glibc
+import Synchronization
+
+/// Receives requests whose pages are resident (or that finished or failed), in batches.
+protocol CompletionSink: AnyObject, Sendable {
+    /// Called on the submitting thread once the request exists and before the poller can see it, so the
+    /// sink can track it (for cancel and close) before any delivery.
+    func accept(_ request: Request)
+
+    /// Called by the poller once per pass with everything that became ready in it, and by cancel and
+    /// shutdown. Must not block.
+    func deliver(_ batch: [Request])
+}
+
+/// One read in flight.
+///
+/// Ownership moves with the request: the submitting thread fills it, the poller owns its probe fields
+/// while it is pending, and the reaper owns it once delivered. Each move crosses a lock (the poller's
+/// inbox, the sink's queue), which orders the field accesses; only ``state`` is touched concurrently,
+/// by cancellation.
+final class Request: @unchecked Sendable {
+    enum State: UInt8 {
+        /// Waiting in the poller for pages, or for a direct read's libaio completion.
+        case pending
+        /// Delivered to the sink; the reaper will copy (or return the direct result).
+        case ready
+        /// The result is final.
+        case finished
+        /// Cancelled by the caller or by shutdown; the result is -ECANCELED.
+        case cancelled
+    }
+
+    enum Probe {
+        case mincore(FileMapping)
+        case nowait
+        /// RWF_NOWAIT unsupported and mincore untrustworthy: nothing can tell, so the reaper reads.
+        case none
+    }
+
+    let serial: UInt64
+    let tag: UInt64
+    let offset: Int64
+    /// The length after clipping to the kernel's MAX_RW_COUNT; end of file is found by the reads.
+    let length: Int
+    let buffer: UnsafeMutableRawPointer?
+    let path: String?
+    let sink: CompletionSink
+    /// Our own duplicate of the caller's descriptor, closed when the request is freed.
+    var fd: Int32 = -1
+    /// A duplicate of the O_DIRECT descriptor for direct reads.
+    var directFD: Int32 = -1
+    let submittedAt: ContinuousClock.Instant
+
+    let sharedState = Atomic<UInt8>(State.pending.rawValue)
+
+    /// Bytes already in the caller's buffer.
+    var done = 0
+    /// The final result: bytes read, or a negative errno.
+    var result = 0
+    /// The syscall behind a negative result, for the error message.
+    var failedCall = "pread"
+
+    // Poller-owned while pending.
+    var probe: Probe = .none
+    var runs: [PageRun] = []
+    var runIndex = 0
+    /// References still held: missing pages not yet confirmed resident.
+    var references: Int64 = 0
+    var lastProgress: ContinuousClock.Instant
+    var stalls = 0
+    /// Set when the bounded wait ran out: the reaper reads with a blocking pread at once.
+    var forceBlocking = false
+    var rearms = 0
+    var nowaitSupported = true
+    var direct: DirectState?
+
+    init(
+        serial: UInt64, tag: UInt64, offset: Int64, length: Int, buffer: UnsafeMutableRawPointer?, path: String?,
+        sink: CompletionSink
+    ) {
+        self.serial = serial
+        self.tag = tag
+        self.offset = offset
+        self.length = length
+        self.buffer = buffer
+        self.path = path
+        self.sink = sink
+        let now = ContinuousClock.now
+        self.submittedAt = now
+        self.lastProgress = now
+    }
+
+    deinit {
+        if fd >= 0 { _ = system_close(fd) }
+        if directFD >= 0 { _ = system_close(directFD) }
+    }
+
+    var state: State { State(rawValue: sharedState.load(ordering: .acquiring))! }
+
+    /// Moves `from` → `to` unless someone else moved it first (cancellation races the poller).
+    @discardableResult
+    func transition(from: State, to: State) -> Bool {
+        sharedState.compareExchange(expected: from.rawValue, desired: to.rawValue, ordering: .acquiringAndReleasing)
+            .exchanged
+    }
+
+    func finish(_ result: Int) {
+        self.result = result
+        sharedState.store(State.finished.rawValue, ordering: .releasing)
+    }
+
+    /// The event for this request once finished or cancelled.
+    var event: IOEvent {
+        if state == .cancelled {
+            return IOEvent(
+                tag: tag,
+                result: .failure(BufferedAIOError(.cancelled, "read cancelled", errno: .canceled, path: path)))
+        }
+        if result >= 0 { return IOEvent(tag: tag, result: .success(result)) }
+        let errno = Errno(rawValue: Int32(-result))
+        return IOEvent(
+            tag: tag, result: .failure(.syscall(failedCall, errno, fd: fd, path: path, code: .readFailed)))
+    }
+
+    /// The pages of `[from, offset + length)`.
+    func pageRun(fromByte from: Int64) -> PageRun {
+        let pageSize = Int64(systemPageSize)
+        let first = from / pageSize
+        let last = (offset + Int64(length) - 1) / pageSize
+        return PageRun(first: first, count: max(0, last - first + 1))
+    }
+}

@@ -1,0 +1,315 @@
+// This file owns `IOContext`, the libaio-shaped API: io_setup, io_submit, io_getevents, io_cancel and
+// io_destroy for reads, with an eventfd like io_set_eventfd.
+import Glibc
+import Synchronization
+
+/// A context for asynchronous buffered reads, shaped like a libaio `io_context_t`.
+///
+/// ```swift
+/// let context = try IOContext(capacity: 64)
+/// defer { context.close() }
+/// try context.submit([ReadRequest(descriptor: fd, offset: 0, into: buffer, tag: 1)])
+/// for event in try context.getEvents(minimum: 1, maximum: 64) { print(event.tag, try event.get()) }
+/// ```
+///
+/// `submit` never waits for data I/O: cached data is copied at once, missing pages are started with
+/// readahead, and a poller thread notices when they arrive. The final copy happens in `getEvents`, on the
+/// caller's thread. Each context owns one poller thread, started here and joined by ``close()``.
+public final class IOContext: Sendable {
+    /// The most requests in flight (submitted and not yet returned by ``getEvents(minimum:maximum:timeout:)``),
+    /// like `io_setup`'s `nr_events`.
+    public let capacity: Int
+    let engine: Engine
+    let queue: ReadyQueue
+
+    /// Creates a context (the corresponding C function is `io_setup`).
+    ///
+    /// - Parameters:
+    ///   - capacity: The most requests in flight, from 1 to 1,048,576.
+    ///   - configuration: The engine's policies.
+    /// - Throws: ``BufferedAIOError/Code/invalidArgument`` for a capacity out of range,
+    ///   ``BufferedAIOError/Code/systemResource`` if the eventfd or thread cannot be created.
+    public init(capacity: Int, configuration: EngineConfiguration = .init()) throws(BufferedAIOError) {
+        guard capacity > 0 && capacity <= 1 << 20 else {
+            throw BufferedAIOError(
+                .invalidArgument, "capacity \(capacity) is out of range (1...1048576)", errno: .invalidArgument)
+        }
+        self.capacity = capacity
+        self.queue = try ReadyQueue()
+        self.engine = try Engine(configuration: configuration)
+    }
+
+    deinit { close() }
+
+    // MARK: - Operations
+
+    /// Submits reads (the corresponding C function is `io_submit`).
+    ///
+    /// - Returns: How many were accepted, in order. Fewer than given means the context is full or request
+    ///   number *returned* was refused; resubmit it to get its error, as with `io_submit`.
+    /// - Throws: The first request's error if none was accepted: ``BufferedAIOError/Code/wouldBlock``
+    ///   when the context is full, ``BufferedAIOError/Code/closed`` after ``close()``, or a validation
+    ///   error naming the file (negative offset, overflowing range, bad or write-only descriptor,
+    ///   directory, buffer smaller than the length).
+    @discardableResult
+    public func submit(_ requests: some Sequence<ReadRequest>) throws(BufferedAIOError) -> Int {
+        var accepted = 0
+        for read in requests {
+            do throws(BufferedAIOError) {
+                try queue.reserve(capacity: capacity)
+                let outcome: Engine.Outcome
+                do {
+                    outcome = try engine.submit(read, sink: queue)
+                } catch {
+                    queue.unreserve()
+                    throw error
+                }
+                switch outcome {
+                case .finished(let request), .ready(let request): queue.deliver([request])
+                case .pending: break
+                }
+                accepted += 1
+            } catch {
+                if accepted == 0 { throw error }
+                return accepted
+            }
+        }
+        return accepted
+    }
+
+    /// Submits one read; see ``submit(_:)``.
+    public func submit(_ request: ReadRequest) throws(BufferedAIOError) {
+        try submit(CollectionOfOne(request))
+    }
+
+    /// Waits for completed reads and returns their events (the corresponding C function is
+    /// `io_getevents`).
+    ///
+    /// The final copy of each read happens here, in the caller's thread, with `preadv2(RWF_NOWAIT)`; if the
+    /// pages were evicted since the poller saw them, the read goes back to the poller, and after
+    /// ``EngineConfiguration/maximumRearms`` such returns it is read with a blocking pread, so data is
+    /// always correct.
+    ///
+    /// - Parameters:
+    ///   - minimum: Wait until at least this many events are ready (0 returns at once).
+    ///   - maximum: Return at most this many.
+    ///   - timeout: The longest wait; nil waits until `minimum` events arrive or the context is closed.
+    /// - Returns: Between 0 and `maximum` events; fewer than `minimum` only if the timeout passed or the
+    ///   context was closed while waiting.
+    /// - Throws: ``BufferedAIOError/Code/invalidArgument`` if `minimum < 0`, `maximum < 0` or
+    ///   `minimum > maximum`; ``BufferedAIOError/Code/closed`` if the context is closed and no event was
+    ///   collected.
+    public func getEvents(minimum: Int, maximum: Int, timeout: Duration? = nil) throws(BufferedAIOError) -> [IOEvent] {
+        guard minimum >= 0, maximum >= 0, minimum <= maximum else {
+            throw BufferedAIOError(
+                .invalidArgument, "getEvents(minimum: \(minimum), maximum: \(maximum)) needs 0 <= minimum <= maximum",
+                errno: .invalidArgument)
+        }
+        guard maximum > 0 else { return [] }
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        guard queue.enterWaiter() else {
+            throw BufferedAIOError(.closed, "the context is closed", errno: .invalidArgument)
+        }
+        defer { queue.leaveWaiter() }
+        var events: [IOEvent] = []
+        while true {
+            guard let batch = queue.take(maximum - events.count) else { return events }
+            var finished: [Request] = []
+            for request in batch where engine.reap(request) {
+                finished.append(request)
+                events.append(request.event)
+            }
+            queue.retire(finished)
+            engine.counters.completed.add(finished.count)
+            if events.count >= minimum && (minimum > 0 || batch.isEmpty || events.count == maximum) {
+                if events.count >= minimum { return events }
+            }
+            if events.count == maximum { return events }
+            var remaining: Duration? = nil
+            if let deadline {
+                remaining = deadline - ContinuousClock.now
+                if remaining! <= .zero { return events }
+            }
+            queue.wait(timeout: remaining)
+        }
+    }
+
+    /// Cancels the pending read with `tag` (the corresponding C function is `io_cancel`).
+    ///
+    /// A buffered read still waiting for its pages is cancelled: its event arrives with
+    /// ``BufferedAIOError/Code/cancelled`` and its buffer is not written again. Reads already complete,
+    /// and direct reads the kernel is doing, cannot be cancelled (the kernel's io_cancel returns EINVAL
+    /// for file reads too); their events arrive as usual.
+    ///
+    /// - Returns: Whether a read was cancelled.
+    @discardableResult
+    public func cancel(tag: UInt64) -> Bool {
+        guard let request = queue.cancel(tag: tag) else { return false }
+        engine.counters.cancelled.add(1)
+        queue.deliver([request])
+        return true
+    }
+
+    /// Closes the context (the corresponding C function is `io_destroy`): stops the poller thread,
+    /// completes every pending read as cancelled, waits for direct reads the kernel is doing (so no buffer
+    /// is written after this returns), wakes every thread waiting in ``getEvents(minimum:maximum:timeout:)``
+    /// and closes the eventfd. Undelivered events are discarded, as io_destroy discards them. Idempotent.
+    public func close() {
+        guard queue.markClosed() else { return }
+        engine.shutdown()
+        queue.finishClosing()
+    }
+
+    /// An eventfd that is readable while events are ready, for an epoll or poll loop (like
+    /// `io_set_eventfd`); -1 after ``close()``.
+    public var eventDescriptor: Int32 { queue.eventDescriptor }
+
+    /// What the engine has done so far.
+    public var statistics: Statistics { engine.counters.snapshot() }
+
+    /// Requests submitted and not yet returned.
+    public var inFlight: Int { queue.inFlightCount }
+
+    /// The name of this context's poller thread, as /proc/self/task/*/comm shows it.
+    public var pollerThreadName: String { engine.threadName }
+}
+
+/// The context's side of completion: tracks requests in flight and queues the ready ones for the reaper.
+/// Requests hold this, not the context, so a context can be freed with reads still referenced.
+final class ReadyQueue: CompletionSink {
+    struct State {
+        var ready: [Request] = []
+        var readyHead = 0
+        var inFlight: [UInt64: Request] = [:]
+        var reservations = 0
+        var closed = false
+        var waiters = 0
+        var readyCount: Int { ready.count - readyHead }
+    }
+
+    let state = Mutex(State())
+    private let fd: Int32
+    private let fdOpen = Atomic<Bool>(true)
+
+    init() throws(BufferedAIOError) {
+        fd = system_eventfd()
+        guard fd >= 0 else {
+            throw BufferedAIOError(.systemResource, "eventfd failed", syscall: "eventfd", errno: Errno(rawValue: errno))
+        }
+    }
+
+    deinit { finishClosing() }
+
+    var eventDescriptor: Int32 { fdOpen.load(ordering: .acquiring) ? fd : -1 }
+    var inFlightCount: Int { state.withLock { $0.inFlight.count } }
+
+    func reserve(capacity: Int) throws(BufferedAIOError) {
+        let result: BufferedAIOError? = state.withLock { s in
+            if s.closed { return BufferedAIOError(.closed, "the context is closed", errno: .invalidArgument) }
+            if s.inFlight.count + s.reservations >= capacity {
+                return BufferedAIOError(
+                    .wouldBlock, "the context is full (\(capacity) reads in flight): reap events first",
+                    errno: .resourceTemporarilyUnavailable)
+            }
+            s.reservations += 1
+            return nil
+        }
+        if let result { throw result }
+    }
+
+    func unreserve() { state.withLock { $0.reservations -= 1 } }
+
+    func accept(_ request: Request) {
+        state.withLock { s in
+            s.reservations -= 1
+            s.inFlight[request.serial] = request
+        }
+    }
+
+    func deliver(_ batch: [Request]) {
+        state.withLock { s in
+            guard !s.closed else { return }
+            let wasEmpty = s.readyCount == 0
+            s.ready.append(contentsOf: batch)
+            // Written under the lock with the queue change, so "readable" and "non-empty" never disagree.
+            if wasEmpty { system_eventfd_signal(fd) }
+        }
+    }
+
+    /// Up to `count` ready requests; nil once closed.
+    func take(_ count: Int) -> [Request]? {
+        state.withLock { s in
+            if s.closed { return nil }
+            let n = min(count, s.readyCount)
+            let batch = Array(s.ready[s.readyHead..<s.readyHead + n])
+            s.readyHead += n
+            if s.readyCount == 0 {
+                s.ready.removeAll(keepingCapacity: true)
+                s.readyHead = 0
+                system_eventfd_drain(fd)
+            } else if s.readyHead > 1024 {
+                s.ready.removeFirst(s.readyHead)
+                s.readyHead = 0
+            }
+            return batch
+        }
+    }
+
+    func retire(_ finished: [Request]) {
+        guard !finished.isEmpty else { return }
+        state.withLock { s in
+            for request in finished { s.inFlight.removeValue(forKey: request.serial) }
+        }
+    }
+
+    func cancel(tag: UInt64) -> Request? {
+        state.withLock { s in
+            for request in s.inFlight.values where request.tag == tag && request.direct == nil {
+                if request.transition(from: .pending, to: .cancelled) { return request }
+            }
+            return nil
+        }
+    }
+
+    func wait(timeout: Duration?) {
+        _ = system_ppoll_readable(fd, timeout: timeout)
+    }
+
+    func enterWaiter() -> Bool {
+        state.withLock { s in
+            if s.closed { return false }
+            s.waiters += 1
+            return true
+        }
+    }
+
+    func leaveWaiter() { state.withLock { $0.waiters -= 1 } }
+
+    /// Returns false if already closed.
+    func markClosed() -> Bool {
+        state.withLock { s in
+            if s.closed { return false }
+            s.closed = true
+            return true
+        }
+    }
+
+    /// Drops every request, wakes the waiters, waits for them to leave, and closes the eventfd.
+    func finishClosing() {
+        let dropped = state.withLock { s in
+            s.closed = true
+            defer {
+                s.ready.removeAll()
+                s.readyHead = 0
+                s.inFlight.removeAll()
+            }
+            return (s.ready, s.inFlight)
+        }
+        _ = dropped
+        guard fdOpen.load(ordering: .acquiring) else { return }
+        system_eventfd_signal(fd)
+        // Waiters leave promptly: each wakes from ppoll on the now-readable eventfd and sees `closed`.
+        while state.withLock({ $0.waiters }) > 0 { sched_yield() }
+        if fdOpen.exchange(false, ordering: .acquiringAndReleasing) { _ = system_close(fd) }
+    }
+}

@@ -1,0 +1,66 @@
+// This header exposes to Swift the kernel interfaces its Glibc module cannot: O_DIRECT, preadv2 with
+// RWF_NOWAIT, cachestat (newer than the installed UAPI headers), statx's direct-I/O alignment, and libaio.
+#ifndef CBUFFEREDAIO_H
+#define CBUFFEREDAIO_H
+
+#if !defined(__linux__)
+#error "BufferedAIO is Linux-only: it is built on mincore, RWF_NOWAIT, readahead(2) and libaio."
+#endif
+
+#include <libaio.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+// Swift imports neither O_DIRECT nor RWF_NOWAIT: both need _GNU_SOURCE or are newer than Glibc's module.
+extern const int cbaio_O_DIRECT;
+extern const int cbaio_RWF_NOWAIT;
+extern const int cbaio_O_PATH;
+extern const int cbaio_SEEK_DATA;
+extern const int cbaio_SEEK_HOLE;
+
+// Waits until fd is readable or timeout_ns passes (negative: forever). Returns 1 if readable, 0 if not.
+// ppoll is a GNU extension Swift's Glibc module does not declare.
+int cbaio_wait_readable(int fd, int64_t timeout_ns);
+
+// preadv2(2) of a single buffer; returns what preadv2 returns (-1 and errno on failure).
+ssize_t cbaio_preadv2(int fd, void *buffer, size_t length, int64_t offset, int flags);
+
+// readahead(2) is declared only under _GNU_SOURCE.
+ssize_t cbaio_readahead(int fd, int64_t offset, size_t count);
+
+struct cbaio_cachestat {
+    uint64_t nr_cache;
+    uint64_t nr_dirty;
+    uint64_t nr_writeback;
+    uint64_t nr_evicted;
+    uint64_t nr_recently_evicted;
+};
+
+// cachestat(2), syscall 451 on every architecture; Debian 12's headers predate it.
+int cbaio_cachestat(int fd, uint64_t offset, uint64_t length, struct cbaio_cachestat *out);
+
+// statx(STATX_DIOALIGN): the alignment O_DIRECT needs for memory and file offsets, or 0 when the
+// filesystem does not report it. Returns -1 and errno when statx itself fails.
+int cbaio_dio_alignment(int fd, uint32_t *memory_alignment, uint32_t *offset_alignment);
+
+// libaio's io_prep_pread is a static inline; one out-of-line copy keeps the iocb layout in C.
+// prctl is variadic, which Swift cannot call. A poller that sleeps for tens of microseconds needs a timer
+// slack below the 50 us default, or every short sleep becomes a long one.
+int cbaio_set_timer_slack(unsigned long nanoseconds);
+
+// The eventfd flags are macros over an enum Swift does not import; every eventfd here is non-blocking
+// and close-on-exec.
+int cbaio_eventfd(void);
+
+// pthread_setname_np is a GNU extension, declared only under _GNU_SOURCE.
+int cbaio_set_thread_name(const char *name);
+
+// fcntl is variadic too; these are the three commands the engine uses.
+int cbaio_dup_cloexec(int fd);
+int cbaio_get_status_flags(int fd);
+
+void cbaio_prep_pread(struct iocb *iocb, int fd, void *buffer, size_t count, int64_t offset, int eventfd,
+                      uint64_t data);
+
+#endif

@@ -1,0 +1,2 @@
+import BufferedAIO
+print("baio")
