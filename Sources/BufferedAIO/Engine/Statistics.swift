@@ -35,6 +35,8 @@ public struct Statistics: Sendable, Hashable, CustomStringConvertible {
     /// alignment, a filesystem without O_DIRECT).
     public var directFallbacks = 0
 
+    public init() {}
+
     public var description: String {
         """
         submitted=\(submitted) completed=\(completed) inline=\(completedInline) cancelled=\(cancelled) \

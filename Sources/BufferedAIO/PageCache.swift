@@ -1,0 +1,86 @@
+// This file owns the public page-cache utilities the CLI and tests share: residency of a range as the
+// kernel reports it to this caller, eviction, and warming.
+import CBufferedAIO
+import Glibc
+
+/// Page-cache facts about a file, as this caller may see them.
+public enum PageCache {
+    /// Residency of a byte range.
+    public struct Residency: Sendable, Hashable {
+        /// Pages in the range.
+        public var totalPages: Int
+        /// Resident (uptodate) pages, per mincore.
+        public var residentPages: Int
+        /// One flag per page, for maps; empty if not asked for.
+        public var map: [Bool]
+    }
+
+    /// The resident pages of `[offset, offset + length)` per mincore, or nil when the kernel would lie to
+    /// this caller (it reports every page resident for a file the caller neither owns nor may write).
+    ///
+    /// - Parameters:
+    ///   - descriptor: A descriptor open for reading.
+    ///   - offset: The first byte; rounded down to a page.
+    ///   - length: Bytes; nil means to end of file.
+    ///   - withMap: Also return one flag per page.
+    /// - Throws: ``BufferedAIOError`` if fstat or mmap fails.
+    ///
+    /// The corresponding C function is `mincore`.
+    public static func residency(
+        descriptor: Int32, offset: Int64 = 0, length: Int64? = nil, withMap: Bool = false
+    ) throws(BufferedAIOError) -> Residency? {
+        var info = stat()
+        guard system_fstat(descriptor, &info) == 0 else {
+            throw .syscall("fstat", Errno(rawValue: errno), fd: descriptor, path: nil, code: .badDescriptor)
+        }
+        guard BufferedAIO.Residency.mincoreIsTrustworthy(info) else { return nil }
+        let size = Int64(info.st_size)
+        let end = min(size, length.map { offset.addingReportingOverflow($0).overflow ? Int64.max : offset + $0 } ?? size)
+        let pageSize = Int64(systemPageSize)
+        guard offset >= 0, end > offset else { return Residency(totalPages: 0, residentPages: 0, map: []) }
+        let first = offset / pageSize
+        let pages = (end - 1) / pageSize - first + 1
+        guard let mapping = FileMapping(fd: descriptor, length: Int((end + pageSize - 1) / pageSize * pageSize)) else {
+            throw .syscall("mmap", Errno(rawValue: errno), fd: descriptor, path: nil, code: .systemResource)
+        }
+        let missing = mapping.missingRuns(in: PageRun(first: first, count: pages), maximumRuns: withMap ? Int.max : 1)
+        var result = Residency(totalPages: Int(pages), residentPages: 0, map: [])
+        if withMap {
+            var map = [Bool](repeating: true, count: Int(pages))
+            for run in missing { for page in run.first..<run.end { map[Int(page - first)] = false } }
+            result.map = map
+            result.residentPages = map.reduce(0) { $0 + ($1 ? 1 : 0) }
+        } else {
+            // With one run allowed, everything from the first missing page on is folded into it; count
+            // exactly instead.
+            result.residentPages = Int(pages - exactMissing(mapping, PageRun(first: first, count: pages)))
+        }
+        return result
+    }
+
+    private static func exactMissing(_ mapping: FileMapping, _ run: PageRun) -> Int64 {
+        var missing: Int64 = 0
+        var start = run.first
+        while start < run.end {
+            let chunk = PageRun(first: start, count: min(65_536, run.end - start))
+            missing += mapping.missingRuns(in: chunk, maximumRuns: Int.max).reduce(0) { $0 + $1.count }
+            start = chunk.end
+        }
+        return missing
+    }
+
+    /// Whether mincore tells this caller the truth about the file behind `descriptor` (the caller owns it,
+    /// may write it, or is root). Where it does not, the engine probes with `preadv2(RWF_NOWAIT)` instead.
+    public static func mincoreIsTrustworthy(descriptor: Int32) -> Bool {
+        var info = stat()
+        guard system_fstat(descriptor, &info) == 0 else { return false }
+        return BufferedAIO.Residency.mincoreIsTrustworthy(info)
+    }
+
+    /// Drops the file's clean pages from the cache: writes back dirty ones, then
+    /// `posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file.
+    public static func evict(descriptor: Int32) {
+        _ = fdatasync(descriptor)
+        _ = system_posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED)
+    }
+}

@@ -1,2 +1,0 @@
-import BufferedAIO
-print("baio")
