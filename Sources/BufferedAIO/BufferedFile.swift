@@ -23,15 +23,29 @@ public final class BufferedFile: Sendable {
     /// Set when a scoped use closes the file, so deinit reports only files nobody closed.
     let reportLeak: Bool
 
+    /// The kernel's readahead heuristics for this open file, set with `posix_fadvise` at open.
+    public enum AccessPattern: Sendable, Hashable {
+        /// The kernel's default heuristics (`POSIX_FADV_NORMAL`).
+        case normal
+        /// No kernel readahead beyond what is asked (`POSIX_FADV_RANDOM`), as fio sets for random reads.
+        /// The engine's own WILLNEED calls are exact, so random reads then cause exactly the device I/O
+        /// they need; without it, the kernel may take a random walk for a sequential one and read more.
+        case random
+        /// Twice the readahead window (`POSIX_FADV_SEQUENTIAL`).
+        case sequential
+    }
+
     /// Opens `path` for reading.
     ///
-    /// - Parameter path: The file to open.
+    /// - Parameters:
+    ///   - path: The file to open.
+    ///   - accessPattern: The readahead advice for this open file; see ``AccessPattern``.
     /// - Throws: ``BufferedAIOError`` with code ``BufferedAIOError/Code/openFailed`` (naming the path and
     ///   errno) if it cannot be opened, ``BufferedAIOError/Code/isDirectory`` or
     ///   ``BufferedAIOError/Code/notRegularFile`` if it is not a regular file.
     ///
     /// The corresponding C function is `open` with `O_RDONLY | O_CLOEXEC`.
-    public init(path: String) throws(BufferedAIOError) {
+    public init(path: String, accessPattern: AccessPattern = .normal) throws(BufferedAIOError) {
         self.path = path
         self.reportLeak = true
         let fd = system_open(path, O_RDONLY)
@@ -50,6 +64,11 @@ public final class BufferedFile: Sendable {
             throw BufferedAIOError(
                 .notRegularFile, "'\(path)' is not a regular file (a pipe, socket or device has no page cache to track)",
                 path: path)
+        }
+        switch accessPattern {
+        case .normal: break
+        case .random: _ = system_posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM)
+        case .sequential: _ = system_posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
         }
         self.descriptors = Mutex(Descriptors(buffered: fd, direct: Self.openDirectTwin(path, matching: info)))
     }

@@ -121,10 +121,7 @@ public final class IOContext: Sendable {
             }
             queue.retire(finished)
             engine.counters.completed.add(finished.count)
-            if events.count >= minimum && (minimum > 0 || batch.isEmpty || events.count == maximum) {
-                if events.count >= minimum { return events }
-            }
-            if events.count == maximum { return events }
+            if events.count >= minimum || events.count == maximum { return events }
             var remaining: Duration? = nil
             if let deadline {
                 remaining = deadline - ContinuousClock.now

@@ -89,7 +89,6 @@ extension Engine {
         // The buffered twin is pinned too, for the fallback when the kernel refuses the alignment.
         if let callerFD = try? bufferedDescriptor(read) { request.fd = system_dup_cloexec(callerFD) }
         request.direct = state
-        enqueue(request)
         return .pending(request)
     }
 

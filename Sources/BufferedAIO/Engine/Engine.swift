@@ -109,8 +109,18 @@ final class Engine: @unchecked Sendable {
         let request = Request(
             serial: serials.wrappingAdd(1, ordering: .relaxed).oldValue, tag: read.tag, offset: read.offset,
             length: length, buffer: read.buffer.baseAddress, path: path, sink: sink)
+        let outcome = try start(request, read: read, fd: fd, directFD: directFD, info: info)
         counters.submitted.add(1)
+        // The sink learns of the request before the poller can deliver it.
         sink.accept(request)
+        if case .pending = outcome { enqueue(request) }
+        return outcome
+    }
+
+    private func start(
+        _ request: Request, read: ReadRequest, fd: Int32, directFD: Int32, info: stat
+    ) throws(BufferedAIOError) -> Outcome {
+        let length = request.length
 
         // A zero-length read, or one at or past end of file, completes with 0 as the kernel's does.
         if length == 0 || read.offset >= Int64(info.st_size) {
@@ -133,7 +143,8 @@ final class Engine: @unchecked Sendable {
         var nowaitMissed = false
         if copied >= 0 {
             request.done = copied
-            let atEOF = copied == 0 || request.offset + Int64(copied) >= fileEnd
+            // Judged by the file size, not by a 0 return: Linux 5.9 and 5.10 return 0 before end of file.
+            let atEOF = request.offset + Int64(copied) >= fileEnd
             if copied == request.length || (copied < want && atEOF) {
                 request.finish(copied)
                 counters.completedInline.add(1)
@@ -162,9 +173,7 @@ final class Engine: @unchecked Sendable {
         }
         chooseProbe(for: request, info: info)
         startMissingPages(request, info: info, nowaitStartedFirstPage: nowaitMissed && Residency.nowaitMissStartsRead)
-        if request.references == 0 { return .ready(request) }
-        enqueue(request)
-        return .pending(request)
+        return request.references == 0 ? .ready(request) : .pending(request)
     }
 
     func chooseProbe(for request: Request, info: stat) {

@@ -49,7 +49,12 @@ struct Poller {
                 sleepUntilWoken()
                 interval = engine.configuration.minimumPollInterval
             } else {
-                interval = ready.isEmpty ? min(interval * 2, backoffCeiling()) : engine.configuration.minimumPollInterval
+                // Multiplicative increase while nothing completes, decrease when something does: the
+                // interval settles near the gap between completions instead of spinning at the minimum.
+                interval =
+                    ready.isEmpty
+                    ? min(interval * 2, backoffCeiling())
+                    : max(interval / 2, engine.configuration.minimumPollInterval)
                 _ = system_ppoll_readable(engine.wakeFD, timeout: interval)
                 system_eventfd_drain(engine.wakeFD)
             }
