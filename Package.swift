@@ -33,6 +33,11 @@ let package = Package(
             name: "BufferedAIOTests",
             dependencies: ["BufferedAIO", "CBufferedAIO"]
         ),
+        // End-to-end tests of the built `baio` binary against coreutils.
+        .testTarget(
+            name: "BAIOCommandTests",
+            dependencies: ["BufferedAIO"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )
