@@ -22,6 +22,17 @@ public final class BufferedFile: Sendable {
     let descriptors: Mutex<Descriptors>
     /// Set when a scoped use closes the file, so deinit reports only files nobody closed.
     let reportLeak: Bool
+    /// The engine for async reads; nil means ``ReadEngine/shared``, created only when first needed so
+    /// users of IOContext alone start no extra thread.
+    let engineOverride: ReadEngine?
+
+    /// The engine that serves this file's async reads.
+    public var engine: ReadEngine {
+        get throws(BufferedAIOError) {
+            if let engineOverride { return engineOverride }
+            return try ReadEngine.shared
+        }
+    }
 
     /// The kernel's readahead heuristics for this open file, set with `posix_fadvise` at open.
     public enum AccessPattern: Sendable, Hashable {
@@ -40,13 +51,15 @@ public final class BufferedFile: Sendable {
     /// - Parameters:
     ///   - path: The file to open.
     ///   - accessPattern: The readahead advice for this open file; see ``AccessPattern``.
+    ///   - engine: The engine for async reads; the process-wide ``ReadEngine/shared`` by default.
     /// - Throws: ``BufferedAIOError`` with code ``BufferedAIOError/Code/openFailed`` (naming the path and
     ///   errno) if it cannot be opened, ``BufferedAIOError/Code/isDirectory`` or
     ///   ``BufferedAIOError/Code/notRegularFile`` if it is not a regular file.
     ///
     /// The corresponding C function is `open` with `O_RDONLY | O_CLOEXEC`.
-    public init(path: String, accessPattern: AccessPattern = .normal) throws(BufferedAIOError) {
+    public init(path: String, accessPattern: AccessPattern = .normal, engine: ReadEngine? = nil) throws(BufferedAIOError) {
         self.path = path
+        self.engineOverride = engine
         self.reportLeak = true
         let fd = system_open(path, O_RDONLY)
         guard fd >= 0 else {

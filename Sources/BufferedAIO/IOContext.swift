@@ -120,7 +120,6 @@ public final class IOContext: Sendable {
                 events.append(request.event)
             }
             queue.retire(finished)
-            engine.counters.completed.add(finished.count)
             if events.count >= minimum || events.count == maximum { return events }
             var remaining: Duration? = nil
             if let deadline {

@@ -4,7 +4,7 @@ import ArgumentParser
 import BufferedAIO
 import Glibc
 
-struct Bench: ParsableCommand {
+struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Random or sequential reads of an existing file through an IOContext, with IOPS and CPU.",
         discussion: """
@@ -34,6 +34,9 @@ struct Bench: ParsableCommand {
     @Option(help: "buffered, direct or automatic.")
     var mode: String = "buffered"
 
+    @Option(help: "context (IOContext, one thread) or async (BufferedFile.read from --queue-depth tasks).")
+    var api: String = "context"
+
     func validate() throws {
         guard ["random", "sequential"].contains(pattern) else {
             throw ValidationError("--pattern must be random or sequential, not '\(pattern)'")
@@ -41,12 +44,19 @@ struct Bench: ParsableCommand {
         guard ["buffered", "direct", "automatic"].contains(mode) else {
             throw ValidationError("--mode must be buffered, direct or automatic, not '\(mode)'")
         }
+        guard ["context", "async"].contains(api) else {
+            throw ValidationError("--api must be context or async, not '\(api)'")
+        }
         guard blockSize > 0, queueDepth > 0, seconds > 0 else {
             throw ValidationError("--block-size, --queue-depth and --seconds must be positive")
         }
     }
 
-    func run() throws {
+    func run() async throws {
+        if api == "async" {
+            try await runAsync()
+            return
+        }
         // Like fio's default fadvise_hint: random reads tell the kernel not to read ahead.
         let opened = try BufferedFile(path: file, accessPattern: pattern == "random" ? .random : .normal)
         defer { opened.close() }
@@ -115,6 +125,56 @@ struct Bench: ParsableCommand {
         print("MiB/s: \(formatted(Double(bytes) / wall / 1_048_576))")
         print("CPU: \(formatted(cpu / wall * 100))% of one core, \(formatted(cpu / Double(max(reads, 1)) * 1e6)) us per read")
         print("statistics: \(context.statistics)")
+    }
+
+    /// `--queue-depth` tasks, each awaiting one read at a time, on disjoint strides of the same walk.
+    func runAsync() async throws {
+        let engine = try ReadEngine()
+        defer { engine.shutdown() }
+        let opened = try BufferedFile(
+            path: file, accessPattern: pattern == "random" ? .random : .normal, engine: engine)
+        defer { opened.close() }
+        guard let fd = opened.descriptor else { return }
+        var info = stat()
+        fstat(fd, &info)
+        let blocks = Int(info.st_size) / blockSize
+        guard blocks > 0 else { throw ValidationError("'\(file)' is smaller than one block") }
+        if evict { PageCache.evict(descriptor: fd) }
+        let readMode: ReadMode = mode == "direct" ? .direct : mode == "automatic" ? .automatic : .buffered
+        let stride = pattern == "sequential" ? 1 : Self.coprimeStride(blocks)
+        let cpuStart = Self.cpuSeconds()
+        let start = ContinuousClock.now
+        let deadline = start + .milliseconds(Int(seconds * 1000))
+        let (reads, bytes) = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+            for task in 0..<queueDepth {
+                group.addTask { [blockSize, queueDepth] in
+                    var reads = 0
+                    var bytes = 0
+                    var index = task
+                    while ContinuousClock.now < deadline {
+                        let block = (index * stride) % blocks
+                        let data = try await opened.read(
+                            fromAbsoluteOffset: Int64(block * blockSize), count: blockSize,
+                            options: ReadOptions(mode: readMode))
+                        reads += 1
+                        bytes += data.count
+                        index += queueDepth
+                    }
+                    return (reads, bytes)
+                }
+            }
+            var total = (0, 0)
+            for try await (r, b) in group { total = (total.0 + r, total.1 + b) }
+            return total
+        }
+        let elapsed = ContinuousClock.now - start
+        let wall = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let cpu = Self.cpuSeconds() - cpuStart
+        print("reads: \(reads) in \(formatted(wall)) s")
+        print("IOPS: \(Int(Double(reads) / wall))")
+        print("MiB/s: \(formatted(Double(bytes) / wall / 1_048_576))")
+        print("CPU: \(formatted(cpu / wall * 100))% of one core, \(formatted(cpu / Double(max(reads, 1)) * 1e6)) us per read")
+        print("statistics: \(engine.statistics)")
     }
 
     static func coprimeStride(_ n: Int) -> Int {

@@ -263,6 +263,12 @@ final class Engine: @unchecked Sendable {
     /// The reaper: finishes a delivered request with the final copy, in the caller's context. Returns
     /// false if the request went back to the poller because its pages were evicted since they were seen.
     func reap(_ request: Request) -> Bool {
+        let finished = reapOnce(request)
+        if finished { counters.completed.add(1) }
+        return finished
+    }
+
+    private func reapOnce(_ request: Request) -> Bool {
         switch request.state {
         case .finished, .cancelled: return true
         case .pending, .ready: break

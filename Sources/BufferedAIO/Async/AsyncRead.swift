@@ -1,0 +1,233 @@
+// This file owns the async reads of `BufferedFile`: a read is submitted on the awaiting task, the poller
+// only resumes its continuation, and the final copy happens back in the task (the seeds' "deferred
+// completion to the issuer").
+import Glibc
+import Synchronization
+
+/// Options for the async reads of a ``BufferedFile``.
+public struct ReadOptions: Sendable, Hashable {
+    /// Buffered (default), direct (bypass the cache) or automatic.
+    public var mode: ReadMode = .buffered
+    /// How many chunk reads ``BufferedFile/chunks(in:chunkLength:)`` keeps in flight ahead of the consumer.
+    public var window: Int = 4
+
+    public init(mode: ReadMode = .buffered, window: Int = 4) {
+        self.mode = mode
+        self.window = window
+    }
+}
+
+/// One async read's meeting point with the poller. It owns the destination buffer, and requests hold it
+/// until the engine lets go of them, so a cancelled or abandoned read never leaves the kernel or the
+/// poller writing freed memory.
+final class AsyncSink: CompletionSink, @unchecked Sendable {
+    private enum State {
+        case idle
+        case waiting(CheckedContinuation<Void, Never>)
+        case signalled
+    }
+
+    private let state = Mutex<State>(.idle)
+    let buffer: UnsafeMutableRawBufferPointer
+
+    init(capacity: Int, alignment: Int = 16) {
+        buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(capacity, 1), alignment: alignment)
+    }
+
+    deinit { buffer.deallocate() }
+
+    func accept(_ request: Request) {}
+
+    func deliver(_ batch: [Request]) { signal() }
+
+    /// Resumes the waiter exactly once; a signal with no waiter yet is remembered.
+    func signal() {
+        let continuation: CheckedContinuation<Void, Never>? = state.withLock { state in
+            switch state {
+            case .waiting(let continuation):
+                state = .idle
+                return continuation
+            case .idle:
+                state = .signalled
+                return nil
+            case .signalled:
+                return nil
+            }
+        }
+        continuation?.resume()
+    }
+
+    func wait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now: Bool = state.withLock { state in
+                if case .signalled = state {
+                    state = .idle
+                    return true
+                }
+                state = .waiting(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+}
+
+/// A submitted async read: the request and the sink that owns its buffer.
+struct AsyncRead {
+    let request: Request
+    let sink: AsyncSink
+    var finished: Bool
+
+    /// Submits a read of `length` bytes at `offset` into a new buffer owned by the sink.
+    static func start(
+        _ file: BufferedFile, engine: Engine, offset: Int64, length: Int, mode: ReadMode
+    ) throws(BufferedAIOError) -> AsyncRead {
+        let alignment = mode == .buffered ? 16 : 4096
+        let sink = AsyncSink(capacity: length, alignment: alignment)
+        let read = ReadRequest(.file(file), offset: offset, length: length, into: sink.buffer, mode: mode)
+        switch try engine.submit(read, sink: sink) {
+        case .finished(let request):
+            _ = engine.reap(request)  // already final: this only counts it as completed
+            return AsyncRead(request: request, sink: sink, finished: true)
+        case .ready(let request): return AsyncRead(request: request, sink: sink, finished: false)
+        case .pending(let request):
+            // Not yet reaped: the sink's signal says when.
+            return AsyncRead(request: request, sink: sink, finished: false, pending: true)
+        }
+    }
+
+    private init(request: Request, sink: AsyncSink, finished: Bool, pending: Bool = false) {
+        self.request = request
+        self.sink = sink
+        self.finished = finished
+        if !pending && !finished { sink.signal() }
+    }
+
+    /// Waits for the poller, reaps in this task, and returns the byte count. Cancelling the task cancels a
+    /// buffered read still waiting for pages; a direct read the kernel is doing is waited for (its buffer
+    /// is being written), then the cancellation is reported.
+    mutating func complete(engine: Engine) async throws -> Int {
+        if !finished {
+            while true {
+                let request = self.request
+                let sink = self.sink
+                await withTaskCancellationHandler {
+                    await sink.wait()
+                } onCancel: {
+                    if request.direct == nil && request.transition(from: .pending, to: .cancelled) { sink.signal() }
+                }
+                if engine.reap(request) { break }
+            }
+            finished = true
+        }
+        if request.state == .cancelled {
+            if engine.isStopped {
+                throw BufferedAIOError(.closed, "the read engine was shut down", errno: .canceled, path: request.path)
+            }
+            throw CancellationError()
+        }
+        if Task.isCancelled && request.direct != nil { throw CancellationError() }
+        return try request.event.get()
+    }
+
+    /// Cancels the read if it is still waiting for pages (used when a stream is abandoned).
+    func cancel() {
+        if request.direct == nil && request.transition(from: .pending, to: .cancelled) { sink.signal() }
+    }
+}
+
+extension BufferedFile {
+    /// Reads up to `count` bytes at `offset`; fewer only at end of file.
+    ///
+    /// Cached data is copied at once without leaving the calling task's thread; missing pages are read
+    /// ahead and the task suspends until the poller sees them, then copies them itself.
+    ///
+    /// - Parameters:
+    ///   - offset: The file offset of the first byte.
+    ///   - count: The most bytes to read.
+    ///   - options: The read mode; see ``ReadOptions``.
+    /// - Returns: The bytes read.
+    /// - Throws: ``BufferedAIOError`` naming the file (invalid range, closed file, read error);
+    ///   `CancellationError` if the task was cancelled while the read waited.
+    ///
+    /// The corresponding C function is `pread`.
+    public func read(fromAbsoluteOffset offset: Int64, count: Int, options: ReadOptions = ReadOptions()) async throws
+        -> [UInt8]
+    {
+        try Task.checkCancellation()
+        var read = try AsyncRead.start(self, engine: engine.engine, offset: offset, length: count, mode: options.mode)
+        let bytes = try await read.complete(engine: engine.engine)
+        return Array(UnsafeRawBufferPointer(rebasing: read.sink.buffer[..<bytes]))
+    }
+
+    /// Reads into `buffer` at `offset` and returns the byte count (short only at end of file).
+    ///
+    /// The buffer is written only while this call is running; if the task is cancelled, the call returns
+    /// (throwing `CancellationError`) only once nothing can write it any more.
+    ///
+    /// The corresponding C function is `pread`.
+    public func read(
+        fromAbsoluteOffset offset: Int64, into buffer: UnsafeMutableRawBufferPointer,
+        options: ReadOptions = ReadOptions()
+    ) async throws -> Int {
+        // The engine reads into a buffer the sink owns, so that a cancelled read can never write the
+        // caller's memory after this returns; the copy out is the price of that guarantee.
+        let bytes = try await read(fromAbsoluteOffset: offset, count: buffer.count, options: options)
+        bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+        return bytes.count
+    }
+
+    /// Reads the whole file, refusing files larger than `maximumSize` so a huge file cannot exhaust memory
+    /// by accident.
+    ///
+    /// - Throws: ``BufferedAIOError/Code/invalidArgument`` if the file is larger than `maximumSize`.
+    public func readAll(maximumSize: Int, options: ReadOptions = ReadOptions()) async throws -> [UInt8] {
+        guard let fd = descriptor else {
+            throw BufferedAIOError(.closed, "'\(path)' is closed", errno: .badFileDescriptor, path: path)
+        }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            throw BufferedAIOError.syscall("fstat", Errno(rawValue: errno), fd: fd, path: path, code: .badDescriptor)
+        }
+        guard Int(info.st_size) <= maximumSize else {
+            throw BufferedAIOError(
+                .invalidArgument, "'\(path)' is \(info.st_size) bytes, more than the limit of \(maximumSize)",
+                errno: .invalidArgument, path: path)
+        }
+        var result: [UInt8] = []
+        result.reserveCapacity(Int(info.st_size))
+        for try await chunk in chunks(chunkLength: 1 << 20, options: options) {
+            result += chunk
+            guard result.count <= maximumSize else {
+                throw BufferedAIOError(
+                    .invalidArgument, "'\(path)' grew past the limit of \(maximumSize) bytes while being read",
+                    errno: .invalidArgument, path: path)
+            }
+        }
+        return result
+    }
+}
+
+extension BufferedFile {
+    /// Opens `path`, runs `body` with the file, and closes it whatever happens.
+    ///
+    /// - Parameters:
+    ///   - path: The file to open.
+    ///   - accessPattern: Readahead advice for the open file.
+    ///   - engine: The engine that serves the reads (the shared one by default).
+    ///   - body: What to do with the file.
+    public static func withFile<Result>(
+        at path: String, accessPattern: AccessPattern = .normal, engine: ReadEngine? = nil,
+        _ body: (BufferedFile) async throws -> Result
+    ) async throws -> Result {
+        let file = try BufferedFile(path: path, accessPattern: accessPattern, engine: engine)
+        do {
+            let result = try await body(file)
+            file.close()
+            return result
+        } catch {
+            file.close()
+            throw error
+        }
+    }
+}
