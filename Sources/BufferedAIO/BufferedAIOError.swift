@@ -35,6 +35,7 @@ public struct BufferedAIOError: Error, Sendable, Hashable, CustomStringConvertib
         case systemResource
     }
 
+    /// What went wrong; see ``Code``.
     public var code: Code
     /// The system call that failed, if one did.
     public var syscall: String?
@@ -45,6 +46,7 @@ public struct BufferedAIOError: Error, Sendable, Hashable, CustomStringConvertib
     /// A sentence about the cause.
     public var message: String
 
+    /// An error with a code, a sentence about the cause, and where known the syscall, errno and path.
     public init(_ code: Code, _ message: String, syscall: String? = nil, errno: Errno? = nil, path: String? = nil) {
         self.code = code
         self.message = message
@@ -53,6 +55,7 @@ public struct BufferedAIOError: Error, Sendable, Hashable, CustomStringConvertib
         self.path = path
     }
 
+    /// The message, followed by the errno's text and name when there is one.
     public var description: String {
         guard let errno else { return message }
         return "\(message): \(errno)"

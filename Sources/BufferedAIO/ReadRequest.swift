@@ -15,6 +15,7 @@ public struct ReadRequest: @unchecked Sendable {
         case file(BufferedFile)
     }
 
+    /// The file to read.
     public var source: Source
     /// The file offset of the first byte.
     public var offset: Int64
@@ -24,6 +25,7 @@ public struct ReadRequest: @unchecked Sendable {
     public var buffer: UnsafeMutableRawBufferPointer
     /// A caller's value returned in the event, like `iocb.data`.
     public var tag: UInt64
+    /// Buffered (default), direct or automatic.
     public var mode: ReadMode
 
     /// A read of `length` bytes (the whole buffer by default) at `offset`.

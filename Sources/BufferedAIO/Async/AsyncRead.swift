@@ -11,6 +11,7 @@ public struct ReadOptions: Sendable, Hashable {
     /// How many chunk reads ``BufferedFile/chunks(in:chunkLength:)`` keeps in flight ahead of the consumer.
     public var window: Int = 4
 
+    /// Options with the given mode and streaming window.
     public init(mode: ReadMode = .buffered, window: Int = 4) {
         self.mode = mode
         self.window = window

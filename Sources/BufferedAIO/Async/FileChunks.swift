@@ -7,6 +7,7 @@
 /// consumer takes a chunk, so a slow consumer holds the memory at `window × chunkLength` bytes. When the
 /// consumer stops iterating or its task is cancelled, the reads still waiting for pages are cancelled.
 public struct FileChunks: AsyncSequence, Sendable {
+    /// One chunk of the file's bytes.
     public typealias Element = [UInt8]
 
     let file: BufferedFile
@@ -14,6 +15,7 @@ public struct FileChunks: AsyncSequence, Sendable {
     let chunkLength: Int
     let options: ReadOptions
 
+    /// Starts reading: the first call to `next()` submits the first window of reads.
     public func makeAsyncIterator() -> Iterator {
         Iterator(file: file, range: range, chunkLength: chunkLength, options: options)
     }
@@ -41,6 +43,10 @@ public struct FileChunks: AsyncSequence, Sendable {
         /// Reads submitted and not yet handed to the consumer; never more than the window.
         public var readsInFlight: Int { inFlight.count }
 
+        /// The next chunk in file order, or nil at the end of the range or file.
+        ///
+        /// - Throws: ``BufferedAIOError`` for a failed read (after which every call rethrows it), or
+        ///   `CancellationError` if the task is cancelled; either way the reads in flight are cancelled.
         public func next() async throws -> [UInt8]? {
             if let failure { throw failure }
             do {

@@ -24,12 +24,14 @@ public struct EngineConfiguration: Sendable, Hashable {
     /// The shortest and longest sleep between poll passes while requests are pending. The poller backs
     /// off from the shortest toward a quarter of the observed device latency, never beyond the longest.
     public var minimumPollInterval: Duration = .microseconds(10)
+    /// See ``minimumPollInterval``.
     public var maximumPollInterval: Duration = .milliseconds(2)
 
     /// How long a request may make no progress before its readahead is issued again; after
     /// ``maximumStalls`` such re-issues the reaper reads it with a blocking pread (the safety net), so a
     /// page that never becomes resident (a read error, an eviction) cannot hang the request.
     public var stallTimeout: Duration = .milliseconds(250)
+    /// See ``stallTimeout``.
     public var maximumStalls: Int = 3
 
     /// How often the reaper may send a request back to the poller because its pages were evicted between
@@ -52,6 +54,7 @@ public struct EngineConfiguration: Sendable, Hashable {
     /// How pending pages are checked.
     public var residencyProbe: ResidencyProbePolicy = .automatic
 
+    /// The defaults described on each property.
     public init() {}
 }
 

@@ -35,8 +35,10 @@ public struct Statistics: Sendable, Hashable, CustomStringConvertible {
     /// alignment, a filesystem without O_DIRECT).
     public var directFallbacks = 0
 
+    /// All counters zero.
     public init() {}
 
+    /// Every counter as `name=value`, on one line.
     public var description: String {
         """
         submitted=\(submitted) completed=\(completed) inline=\(completedInline) cancelled=\(cancelled) \

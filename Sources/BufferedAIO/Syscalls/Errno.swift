@@ -3,8 +3,10 @@ import Glibc
 
 /// A POSIX error number.
 public struct Errno: RawRepresentable, Hashable, Sendable, Error, CustomStringConvertible {
+    /// The errno value, for example 5 for EIO.
     public let rawValue: Int32
 
+    /// The error number `rawValue`.
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
     /// The symbolic name, for example `EIO`, when it is one the engine can produce.
@@ -36,14 +38,23 @@ public struct Errno: RawRepresentable, Hashable, Sendable, Error, CustomStringCo
     /// strerror's text, for example "Input/output error".
     public var message: String { String(cString: strerror(rawValue)) }
 
+    /// The text and the name, for example "Input/output error (EIO)".
     public var description: String { "\(message) (\(name))" }
 
+    /// EBADF.
     public static let badFileDescriptor = Errno(rawValue: EBADF)
+    /// EINVAL.
     public static let invalidArgument = Errno(rawValue: EINVAL)
+    /// EAGAIN.
     public static let resourceTemporarilyUnavailable = Errno(rawValue: EAGAIN)
+    /// ECANCELED.
     public static let canceled = Errno(rawValue: ECANCELED)
+    /// EIO.
     public static let ioError = Errno(rawValue: EIO)
+    /// EFAULT.
     public static let badAddress = Errno(rawValue: EFAULT)
+    /// EOPNOTSUPP.
     public static let notSupported = Errno(rawValue: EOPNOTSUPP)
+    /// ESPIPE.
     public static let illegalSeek = Errno(rawValue: ESPIPE)
 }
