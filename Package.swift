@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .library(name: "BufferedAIO", targets: ["BufferedAIO"]),
         .executable(name: "baio", targets: ["baio"]),
+        // libbaio: libaio's ABI over the engine, for LD_PRELOAD or linking instead of -laio.
+        .library(name: "BAIOCompat", type: .dynamic, targets: ["BAIOCompat"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -21,6 +23,10 @@ let package = Package(
         .target(
             name: "BufferedAIO",
             dependencies: ["CBufferedAIO"]
+        ),
+        .target(
+            name: "BAIOCompat",
+            dependencies: ["BufferedAIO", "CBufferedAIO"]
         ),
         .executableTarget(
             name: "baio",

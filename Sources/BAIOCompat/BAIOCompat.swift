@@ -1,0 +1,1 @@
+// This file will own libbaio, the libaio-compatible drop-in (issue 6).
