@@ -168,6 +168,12 @@ public final class IOContext: Sendable {
 
     /// The name of this context's poller thread, as /proc/self/task/*/comm shows it.
     public var pollerThreadName: String { engine.threadName }
+
+    /// Calls `handler` (on the poller thread, or the submitting thread for inline completions) each time
+    /// events become ready; it must not block. For bridges such as libbaio that signal a caller's eventfd.
+    package func setReadyNotification(_ handler: @escaping @Sendable () -> Void) {
+        queue.notification.withLock { $0 = handler }
+    }
 }
 
 /// The context's side of completion: tracks requests in flight and queues the ready ones for the reaper.
@@ -184,6 +190,7 @@ final class ReadyQueue: CompletionSink {
     }
 
     let state = Mutex(State())
+    let notification = Mutex<(@Sendable () -> Void)?>(nil)
     private let fd: Int32
     private let fdOpen = Atomic<Bool>(true)
 
@@ -223,13 +230,15 @@ final class ReadyQueue: CompletionSink {
     }
 
     func deliver(_ batch: [Request]) {
-        state.withLock { s in
-            guard !s.closed else { return }
+        let delivered = state.withLock { s in
+            guard !s.closed else { return false }
             let wasEmpty = s.readyCount == 0
             s.ready.append(contentsOf: batch)
             // Written under the lock with the queue change, so "readable" and "non-empty" never disagree.
             if wasEmpty { system_eventfd_signal(fd) }
+            return true
         }
+        if delivered, let handler = notification.withLock({ $0 }) { handler() }
     }
 
     /// Up to `count` ready requests; nil once closed.
