@@ -14,9 +14,9 @@ public final class BufferedFile: Sendable {
     public let path: String
 
     struct Descriptors {
-        var buffered: Int32
-        var direct: Int32
-        var isClosed: Bool { buffered < 0 }
+        var buffered: DescriptorPin?
+        var direct: DescriptorPin?
+        var isClosed: Bool { buffered == nil }
     }
 
     let descriptors: Mutex<Descriptors>
@@ -83,18 +83,15 @@ public final class BufferedFile: Sendable {
         case .random: _ = system_posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM)
         case .sequential: _ = system_posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
         }
-        self.descriptors = Mutex(Descriptors(buffered: fd, direct: Self.openDirectTwin(path, matching: info)))
+        let direct = Self.openDirectTwin(path, matching: info)
+        self.descriptors = Mutex(
+            Descriptors(buffered: DescriptorPin(fd), direct: direct >= 0 ? DescriptorPin(direct) : nil))
     }
 
-    /// Closes both descriptors. Reads in flight keep their own pinned copies and complete normally.
-    /// Closing twice is harmless.
+    /// Closes the file. Reads in flight hold the descriptors until they finish, so they complete
+    /// normally; the descriptors are closed when the last one does. Closing twice is harmless.
     public func close() {
-        let old = descriptors.withLock { d in
-            defer { d = Descriptors(buffered: -1, direct: -1) }
-            return d
-        }
-        if old.buffered >= 0 { _ = system_close(old.buffered) }
-        if old.direct >= 0 { _ = system_close(old.direct) }
+        descriptors.withLock { $0 = Descriptors(buffered: nil, direct: nil) }
     }
 
     /// Whether ``close()`` has been called.
@@ -102,21 +99,16 @@ public final class BufferedFile: Sendable {
 
     /// The buffered descriptor, or nil once closed. Valid only until ``close()``.
     public var descriptor: Int32? {
-        descriptors.withLock { $0.isClosed ? nil : $0.buffered }
+        descriptors.withLock { $0.buffered?.fd }
     }
 
     /// Whether direct reads of this file can bypass the cache.
-    public var supportsDirect: Bool { descriptors.withLock { $0.direct >= 0 } }
+    public var supportsDirect: Bool { descriptors.withLock { $0.direct != nil } }
 
     deinit {
-        let d = descriptors.withLock { $0 }
-        if !d.isClosed {
-            if reportLeak {
-                let text = "BufferedAIO: BufferedFile('\(path)') was never closed; closing it in deinit\n"
-                _ = text.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) }
-            }
-            if d.buffered >= 0 { _ = system_close(d.buffered) }
-            if d.direct >= 0 { _ = system_close(d.direct) }
+        if reportLeak && !isClosed {
+            let text = "BufferedAIO: BufferedFile('\(path)') was never closed; closing it in deinit\n"
+            _ = text.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) }
         }
     }
 
@@ -132,4 +124,12 @@ public final class BufferedFile: Sendable {
         }
         return fd
     }
+}
+
+/// A descriptor shared by a file and its in-flight reads, closed when the last of them lets go: the same
+/// pinning a dup gives, without a dup and a close per read.
+final class DescriptorPin: Sendable {
+    let fd: Int32
+    init(_ fd: Int32) { self.fd = fd }
+    deinit { _ = system_close(fd) }
 }

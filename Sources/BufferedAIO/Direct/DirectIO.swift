@@ -45,15 +45,15 @@ extension Engine {
     /// automatic mode found the data cached or the read short, or no O_DIRECT descriptor exists (the
     /// engine never re-opens a file to get one), which counts as a fallback.
     func submitDirect(
-        _ request: Request, read: ReadRequest, directFD: Int32, info: stat
+        _ request: Request, read: ReadRequest, fd: Int32, directFD: Int32, pins: FilePins, info: stat
     ) throws(BufferedAIOError) -> Outcome? {
         var source = directFD
-        if source < 0, case .descriptor(let callerFD) = read.source, system_fcntl_getfl(callerFD) & cbaio_O_DIRECT != 0 {
-            source = callerFD
+        if source < 0, case .descriptor = read.source, system_fcntl_getfl(fd) & cbaio_O_DIRECT != 0 {
+            source = fd
         }
         if read.mode == .automatic {
             guard source >= 0, request.length >= configuration.automaticDirectThreshold else { return nil }
-            if let callerFD = try? bufferedDescriptor(read), mostlyCached(callerFD, request) { return nil }
+            if mostlyCached(fd, request) { return nil }
         }
         guard source >= 0 else {
             counters.directFallbacks.add(1)
@@ -80,14 +80,19 @@ extension Engine {
         if !inPlace && state.bounce == nil {
             throw BufferedAIOError(.systemResource, "cannot allocate a bounce buffer", errno: Errno(rawValue: ENOMEM))
         }
-        request.directFD = system_dup_cloexec(source)
+        if let pin = pins.direct {
+            request.directPin = pin
+            request.directFD = pin.fd
+        } else {
+            request.directFD = system_dup_cloexec(source)
+        }
         guard request.directFD >= 0 else {
             throw BufferedAIOError(
                 .wouldBlock, "cannot pin \(BufferedAIOError.name(source, path: request.path)) for the read",
                 syscall: "fcntl(F_DUPFD_CLOEXEC)", errno: .resourceTemporarilyUnavailable, path: request.path)
         }
         // The buffered twin is pinned too, for the fallback when the kernel refuses the alignment.
-        if let callerFD = try? bufferedDescriptor(read) { request.fd = system_dup_cloexec(callerFD) }
+        _ = request.pinDescriptor(fd, pins.buffered)
         request.direct = state
         return .pending(request)
     }
@@ -103,15 +108,6 @@ extension Engine {
         }
         var byte: UInt8 = 0
         return system_preadv2(fd, &byte, 1, request.offset, cbaio_RWF_NOWAIT) == 1
-    }
-
-    private func bufferedDescriptor(_ read: ReadRequest) throws -> Int32 {
-        switch read.source {
-        case .descriptor(let fd): return fd
-        case .file(let file):
-            guard let fd = file.descriptor else { throw BufferedAIOError(.closed, "closed") }
-            return fd
-        }
     }
 }
 

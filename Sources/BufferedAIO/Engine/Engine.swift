@@ -97,7 +97,7 @@ final class Engine: @unchecked Sendable {
         guard !isStopped else {
             throw BufferedAIOError(.closed, "the context is closed", errno: .badFileDescriptor)
         }
-        let (fd, directFD, path) = try descriptors(of: read)
+        let (fd, directFD, path, pins) = try descriptors(of: read)
         try validate(read, fd: fd, path: path)
         var info = stat()
         guard system_fstat(fd, &info) == 0 else {
@@ -109,7 +109,7 @@ final class Engine: @unchecked Sendable {
         let request = Request(
             serial: serials.wrappingAdd(1, ordering: .relaxed).oldValue, tag: read.tag, offset: read.offset,
             length: length, buffer: read.buffer.baseAddress, path: path, sink: sink)
-        let outcome = try start(request, read: read, fd: fd, directFD: directFD, info: info)
+        let outcome = try start(request, read: read, fd: fd, directFD: directFD, pins: pins, info: info)
         counters.submitted.add(1)
         // The sink learns of the request before the poller can deliver it.
         sink.accept(request)
@@ -118,7 +118,7 @@ final class Engine: @unchecked Sendable {
     }
 
     private func start(
-        _ request: Request, read: ReadRequest, fd: Int32, directFD: Int32, info: stat
+        _ request: Request, read: ReadRequest, fd: Int32, directFD: Int32, pins: FilePins, info: stat
     ) throws(BufferedAIOError) -> Outcome {
         let length = request.length
 
@@ -129,13 +129,17 @@ final class Engine: @unchecked Sendable {
             return .finished(request)
         }
 
-        if read.mode != .buffered, let outcome = try submitDirect(request, read: read, directFD: directFD, info: info) {
+        if read.mode != .buffered,
+            let outcome = try submitDirect(request, read: read, fd: fd, directFD: directFD, pins: pins, info: info)
+        {
             return outcome
         }
-        return try submitBuffered(request, fd: fd, info: info)
+        return try submitBuffered(request, fd: fd, pin: pins.buffered, info: info)
     }
 
-    private func submitBuffered(_ request: Request, fd: Int32, info: stat) throws(BufferedAIOError) -> Outcome {
+    private func submitBuffered(
+        _ request: Request, fd: Int32, pin: DescriptorPin?, info: stat
+    ) throws(BufferedAIOError) -> Outcome {
         // Fast path: copy whatever cached prefix there is, bounded so one submit never copies without end.
         let want = min(request.length, configuration.inlineCopyLimit)
         let copied = system_preadv2(fd, request.buffer, want, request.offset, cbaio_RWF_NOWAIT)
@@ -164,8 +168,7 @@ final class Engine: @unchecked Sendable {
             }
         }
 
-        request.fd = system_dup_cloexec(fd)
-        guard request.fd >= 0 else {
+        guard request.pinDescriptor(fd, pin) else {
             // Out of descriptors: the contract's answer is EAGAIN, never an errno the kernel cannot return.
             throw BufferedAIOError(
                 .wouldBlock, "cannot pin \(BufferedAIOError.name(fd, path: request.path)) for the read",
@@ -202,16 +205,28 @@ final class Engine: @unchecked Sendable {
         guard start < end else { return }
         let whole = PageRun(first: start / pageSize, count: (end - 1) / pageSize - start / pageSize + 1)
 
+        if whole.count == 1 && nowaitStartedFirstPage && request.canProbe {
+            // The common random 4 KiB read: the RWF_NOWAIT miss just started this page, so there is nothing
+            // to scan and nothing to ask (a hole page becomes a zero page without I/O the same way).
+            request.runs = [whole]
+            request.references = 1
+            counters.pagesFoundMissing.add(1)
+            counters.nowaitStartedBytes.add(systemPageSize)
+            return
+        }
         var candidates: [PageRun]
         switch request.probe {
         case .mincore(let mapping): candidates = mapping.missingRuns(in: whole, maximumRuns: 64)
         case .nowait: candidates = [whole]
         case .none: return  // nothing can tell residency: the reaper reads, blocking
         }
-        let data = Residency.dataSegments(fd: request.fd, start: start, end: end).map { segment in
-            PageRun(first: segment.0 / pageSize, count: (segment.1 - 1) / pageSize - segment.0 / pageSize + 1)
+        // Holes matter only when they could be large; a few pages of zeros cost less than the lseek.
+        if whole.count > 16 {
+            let data = Residency.dataSegments(fd: request.fd, start: start, end: end).map { segment in
+                PageRun(first: segment.0 / pageSize, count: (segment.1 - 1) / pageSize - segment.0 / pageSize + 1)
+            }
+            if data.count != 1 || data[0] != whole { candidates = intersect(candidates, data) }
         }
-        if data.count != 1 || data[0] != whole { candidates = intersect(candidates, data) }
         request.runs = candidates
         request.references = candidates.reduce(0) { $0 + $1.count }
         counters.pagesFoundMissing.add(Int(request.references))
@@ -355,16 +370,21 @@ final class Engine: @unchecked Sendable {
 
     // MARK: - Validation
 
-    private func descriptors(of read: ReadRequest) throws(BufferedAIOError) -> (Int32, Int32, String?) {
+    struct FilePins {
+        var buffered: DescriptorPin?
+        var direct: DescriptorPin?
+    }
+
+    private func descriptors(of read: ReadRequest) throws(BufferedAIOError) -> (Int32, Int32, String?, FilePins) {
         switch read.source {
         case .descriptor(let fd):
-            return (fd, -1, nil)
+            return (fd, -1, nil, FilePins())
         case .file(let file):
             let d = file.descriptors.withLock { $0 }
-            guard !d.isClosed else {
+            guard let buffered = d.buffered else {
                 throw BufferedAIOError(.closed, "'\(file.path)' is closed", errno: .badFileDescriptor, path: file.path)
             }
-            return (d.buffered, d.direct, file.path)
+            return (buffered.fd, d.direct?.fd ?? -1, file.path, FilePins(buffered: buffered, direct: d.direct))
         }
     }
 

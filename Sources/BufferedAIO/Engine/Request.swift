@@ -48,10 +48,13 @@ final class Request: @unchecked Sendable {
     let buffer: UnsafeMutableRawPointer?
     let path: String?
     let sink: CompletionSink
-    /// Our own duplicate of the caller's descriptor, closed when the request is freed.
+    /// The pinned descriptor: our own duplicate of a caller's descriptor (closed when the request is
+    /// freed), or a ``BufferedFile``'s, kept open by ``pin``.
     var fd: Int32 = -1
-    /// A duplicate of the O_DIRECT descriptor for direct reads.
+    var pin: DescriptorPin?
+    /// The pinned O_DIRECT descriptor for direct reads, likewise.
     var directFD: Int32 = -1
+    var directPin: DescriptorPin?
     let submittedAt: ContinuousClock.Instant
 
     let sharedState = Atomic<UInt8>(State.pending.rawValue)
@@ -94,8 +97,26 @@ final class Request: @unchecked Sendable {
     }
 
     deinit {
-        if fd >= 0 { _ = system_close(fd) }
-        if directFD >= 0 { _ = system_close(directFD) }
+        if fd >= 0 && pin == nil { _ = system_close(fd) }
+        if directFD >= 0 && directPin == nil { _ = system_close(directFD) }
+    }
+
+    /// Pins `fd` for the request's lifetime: holds `pin` if there is one, else duplicates the descriptor.
+    /// Returns false if the duplicate could not be made (EMFILE).
+    func pinDescriptor(_ fd: Int32, _ pin: DescriptorPin?) -> Bool {
+        if let pin {
+            self.pin = pin
+            self.fd = pin.fd
+            return true
+        }
+        self.fd = system_dup_cloexec(fd)
+        return self.fd >= 0
+    }
+
+    /// Whether anything can tell this request's pages are resident.
+    var canProbe: Bool {
+        if case .none = probe { return false }
+        return true
     }
 
     var state: State { State(rawValue: sharedState.load(ordering: .acquiring))! }
