@@ -115,7 +115,7 @@ struct AsyncRead {
                 await withTaskCancellationHandler {
                     await sink.wait()
                 } onCancel: {
-                    if request.direct == nil && request.transition(from: .pending, to: .cancelled) { sink.signal() }
+                    AsyncRead.cancel(request, sink: sink, engine: engine)
                 }
                 if engine.reap(request) { break }
             }
@@ -132,8 +132,12 @@ struct AsyncRead {
     }
 
     /// Cancels the read if it is still waiting for pages (used when a stream is abandoned).
-    func cancel() {
-        if request.direct == nil && request.transition(from: .pending, to: .cancelled) { sink.signal() }
+    func cancel(engine: Engine) { Self.cancel(request, sink: sink, engine: engine) }
+
+    private static func cancel(_ request: Request, sink: AsyncSink, engine: Engine) {
+        guard request.direct == nil && request.transition(from: .pending, to: .cancelled) else { return }
+        engine.counters.cancelled.add(1)
+        sink.signal()
     }
 }
 

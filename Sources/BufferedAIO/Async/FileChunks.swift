@@ -38,7 +38,12 @@ public struct FileChunks: AsyncSequence, Sendable {
             self.end = range?.upperBound
         }
 
-        deinit { inFlight.forEach { $0.cancel() } }
+        deinit { cancelAll() }
+
+        private func cancelAll() {
+            if let engine = try? file.engine.engine { inFlight.forEach { $0.cancel(engine: engine) } }
+            inFlight.removeAll()
+        }
 
         /// Reads submitted and not yet handed to the consumer; never more than the window.
         public var readsInFlight: Int { inFlight.count }
@@ -60,15 +65,13 @@ public struct FileChunks: AsyncSequence, Sendable {
                 if count < wanted {
                     // End of file: nothing after this chunk.
                     end = head.request.offset + Int64(count)
-                    inFlight.forEach { $0.cancel() }
-                    inFlight.removeAll()
+                    cancelAll()
                     nextOffset = end!
                 }
                 if count == 0 { return nil }
                 return Array(UnsafeRawBufferPointer(rebasing: head.sink.buffer[..<count]))
             } catch {
-                inFlight.forEach { $0.cancel() }
-                inFlight.removeAll()
+                cancelAll()
                 failure = error
                 throw error
             }

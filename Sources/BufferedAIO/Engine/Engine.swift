@@ -30,6 +30,9 @@ final class Engine: @unchecked Sendable {
     /// An exponentially weighted average of how long pending requests took to become resident, in
     /// nanoseconds; it bounds the poller's back-off.
     let observedLatency = Atomic<Int>(200_000)
+    /// Requests the poller held after its last pass (pending buffered reads and direct reads in the
+    /// kernel), published for tests and diagnostics.
+    let pollerPending = Atomic<Int>(0)
     private var thread: pthread_t? = nil
     private let stopped = Atomic<Bool>(false)
 

@@ -44,6 +44,7 @@ struct Poller {
             ready += pass(now: now)
             direct.collect(into: &ready, buffered: &active)
             deliver(ready, now: now)
+            engine.pollerPending.store(active.count + direct.inFlight.count, ordering: .relaxed)
 
             if active.isEmpty && direct.inFlight.isEmpty {
                 sleepUntilWoken()

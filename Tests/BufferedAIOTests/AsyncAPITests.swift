@@ -1,0 +1,259 @@
+// Tests of the async API (BufferedFile reads, chunks, cancellation) against a plain pread oracle on ext4.
+import BufferedAIO
+import Glibc
+import Testing
+
+/// A file with offset-derived content, its own plain descriptor for the oracle, and eviction.
+private final class OracleFile: Sendable {
+    let path: String
+    let size: Int
+    let fd: Int32
+
+    init(size: Int, name: String) throws {
+        let directory = String(cString: getenv("TMPDIR") ?? strdup("/tmp"))
+        path = "\(directory)/baio-async-\(name)-\(getpid()).bin"
+        self.size = size
+        let writer = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        try #require(writer >= 0, "cannot create \(path)")
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        var offset = 0
+        while offset < size {
+            let length = Swift.min(chunk.count, size - offset)
+            for i in 0..<length { chunk[i] = UInt8(truncatingIfNeeded: (offset + i) &* 2_654_435_761 >> 7) }
+            let written = chunk.withUnsafeBytes { pwrite(writer, $0.baseAddress, length, off_t(offset)) }
+            try #require(written == length)
+            offset += length
+        }
+        fsync(writer)
+        close(writer)
+        fd = open(path, O_RDONLY)
+        try #require(fd >= 0)
+    }
+
+    deinit {
+        close(fd)
+        unlink(path)
+    }
+
+    func expected(_ offset: Int, _ count: Int) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
+        return Array(bytes.prefix(Swift.max(n, 0)))
+    }
+
+    func evict() throws {
+        PageCache.evict(descriptor: fd)
+        let residency = try #require(try PageCache.residency(descriptor: fd))
+        #expect(residency.residentPages == 0, "eviction left \(residency.residentPages) pages cached")
+    }
+
+    func warm() throws { try PageCache.warm(descriptor: fd) }
+}
+
+@Suite("Async API", .serialized, .timeLimit(.minutes(3)))
+struct AsyncAPITests {
+    @Test("read(fromAbsoluteOffset:count:) returns pread's bytes, cached and evicted, and short only at EOF")
+    func readRanges() async throws {
+        let file = try OracleFile(size: 3 << 20 + 123, name: "ranges")
+        let engine = try ReadEngine()
+        defer { engine.shutdown() }
+        try await BufferedFile.withFile(at: file.path, engine: engine) { handle in
+            for evicted in [true, false] {
+                if evicted { try file.evict() } else { try file.warm() }
+                for (offset, count) in [(0, 4096), (1, 1), (4095, 2), (12_345, 300_000), (file.size - 100, 4096), (file.size, 10)] {
+                    let bytes = try await handle.read(fromAbsoluteOffset: Int64(offset), count: count)
+                    #expect(bytes == file.expected(offset, count), "offset \(offset) count \(count) evicted \(evicted)")
+                }
+            }
+        }
+        #expect(engine.statistics.completedInline > 0)
+        #expect(engine.statistics.pagesFoundMissing > 0)
+    }
+
+    @Test("read(into:) fills the caller's buffer and returns the count")
+    func readIntoBuffer() async throws {
+        let file = try OracleFile(size: 1 << 20, name: "into")
+        try file.evict()
+        let engine = try ReadEngine()
+        defer { engine.shutdown() }
+        let handle = try BufferedFile(path: file.path, engine: engine)
+        defer { handle.close() }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 10_000, alignment: 1)
+        defer { buffer.deallocate() }
+        let count = try await handle.read(fromAbsoluteOffset: 777, into: buffer)
+        #expect(count == 10_000)
+        #expect(Array(buffer) == file.expected(777, 10_000))
+    }
+
+    @Test("1,000 concurrent tasks each read a range that matches pread")
+    func concurrentTasks() async throws {
+        let file = try OracleFile(size: 64 << 20, name: "concurrent")
+        try file.evict()
+        let engine = try ReadEngine()
+        defer { engine.shutdown() }
+        let handle = try BufferedFile(path: file.path, accessPattern: .random, engine: engine)
+        defer { handle.close() }
+        let offsets = (0..<1000).map { ($0 &* 2_654_435_761) % (file.size - 8192) }
+        let mismatches = try await withThrowingTaskGroup(of: Int.self) { group in
+            for offset in offsets {
+                group.addTask {
+                    let bytes = try await handle.read(fromAbsoluteOffset: Int64(offset), count: 8192)
+                    return bytes == file.expected(offset, 8192) ? 0 : 1
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(mismatches == 0)
+    }
+
+    @Test("streaming a file yields its bytes in order, with the window bounded for a slow consumer")
+    func streamingBoundedWindow() async throws {
+        let size = 64 << 20 + 4097
+        let file = try OracleFile(size: size, name: "stream")
+        try file.evict()
+        let engine = try ReadEngine()
+        defer { engine.shutdown() }
+        let handle = try BufferedFile(path: file.path, engine: engine)
+        defer { handle.close() }
+        let chunks = handle.chunks(chunkLength: 1 << 20, options: ReadOptions(window: 3))
+        let iterator = chunks.makeAsyncIterator()
+        var offset = 0
+        var maximumInFlight = 0
+        while let chunk = try await iterator.next() {
+            maximumInFlight = Swift.max(maximumInFlight, iterator.readsInFlight)
+            #expect(chunk == file.expected(offset, chunk.count), "chunk at \(offset)")
+            offset += chunk.count
+            if offset % (8 << 20) == 0 { try await Task.sleep(for: .milliseconds(20)) }  // a slow consumer
+        }
+        #expect(offset == size)
+        #expect(maximumInFlight <= 3)
+    }
+
+    @Test("a range of chunks covers exactly that range")
+    func chunksOfRange() async throws {
+        let file = try OracleFile(size: 5 << 20, name: "range")
+        let engine = try ReadEngine()
+        defer { engine.shutdown() }
+        try await BufferedFile.withFile(at: file.path, engine: engine) { handle in
+            var collected: [UInt8] = []
+            for try await chunk in handle.chunks(in: 100_000..<3_000_001, chunkLength: 65_536) { collected += chunk }
+            #expect(collected == file.expected(100_000, 2_900_001))
+        }
+    }
+
+    @Test("cancelling a task mid-stream throws CancellationError and stops the reads")
+    func cancelMidStream() async throws {
+        let file = try OracleFile(size: 256 << 20, name: "cancel")
+        try file.evict()
+        let engine = try ReadEngine()
+        defer { engine.shutdown() }
+        let handle = try BufferedFile(path: file.path, engine: engine)
+        defer { handle.close() }
+        let task = Task {
+            var total = 0
+            for try await chunk in handle.chunks(chunkLength: 1 << 20, options: ReadOptions(window: 8)) {
+                total += chunk.count
+                if total >= 4 << 20 { withUnsafeCurrentTask { $0?.cancel() } }
+            }
+            return total
+        }
+        await #expect(throws: CancellationError.self) { _ = try await task.value }
+        // The abandoned chunk reads are dropped: the poller drains to nothing pending, long before the
+        // 256 reads of the whole file could have completed.
+        var waited = 0
+        while engine.pollerPending > 0 && waited < 2000 {
+            try await Task.sleep(for: .milliseconds(5))
+            waited += 1
+        }
+        #expect(engine.pollerPending == 0)
+        #expect(engine.statistics.cancelled >= 1, "the reads in flight when the task was cancelled were not cancelled")
+        #expect(engine.statistics.submitted < 256)
+    }
+
+    @Test("cancelling a read waiting for pages throws CancellationError and later reads still work")
+    func cancelSingleRead() async throws {
+        let file = try OracleFile(size: 32 << 20, name: "cancel-one")
+        try file.evict()
+        var configuration = EngineConfiguration()
+        configuration.inlineCopyLimit = 4096
+        let engine = try ReadEngine(configuration: configuration)
+        defer { engine.shutdown() }
+        let handle = try BufferedFile(path: file.path, engine: engine)
+        defer { handle.close() }
+        let task = Task { try await handle.read(fromAbsoluteOffset: 0, count: 16 << 20) }
+        task.cancel()
+        do {
+            let bytes = try await task.value
+            // The read may legitimately finish before the cancellation lands; then it must be right.
+            #expect(bytes == file.expected(0, 16 << 20))
+        } catch is CancellationError {}
+        let after = try await handle.read(fromAbsoluteOffset: 5000, count: 5000)
+        #expect(after == file.expected(5000, 5000))
+    }
+
+    @Test("closing a file with reads in flight lets them finish; reads after close fail clearly")
+    func closeWhileInFlight() async throws {
+        let file = try OracleFile(size: 16 << 20, name: "close")
+        try file.evict()
+        let engine = try ReadEngine()
+        defer { engine.shutdown() }
+        let handle = try BufferedFile(path: file.path, engine: engine)
+        async let first = handle.read(fromAbsoluteOffset: 0, count: 8 << 20)
+        async let second = handle.read(fromAbsoluteOffset: 8 << 20, count: 8 << 20)
+        try await Task.sleep(for: .milliseconds(1))
+        handle.close()
+        let (a, b) = try await (first, second)
+        #expect(a == file.expected(0, 8 << 20))
+        #expect(b == file.expected(8 << 20, 8 << 20))
+        await #expect {
+            _ = try await handle.read(fromAbsoluteOffset: 0, count: 10)
+        } throws: { error in
+            guard let error = error as? BufferedAIOError else { return false }
+            return error.code == .closed && error.description.contains(file.path)
+        }
+    }
+
+    @Test("readAll returns the whole file and refuses one larger than the limit")
+    func readAllLimit() async throws {
+        let file = try OracleFile(size: 3 << 20 + 5, name: "all")
+        let engine = try ReadEngine()
+        defer { engine.shutdown() }
+        try await BufferedFile.withFile(at: file.path, engine: engine) { handle in
+            let all = try await handle.readAll(maximumSize: 4 << 20)
+            #expect(all == file.expected(0, file.size))
+            await #expect {
+                _ = try await handle.readAll(maximumSize: 1 << 20)
+            } throws: { error in
+                (error as? BufferedAIOError)?.code == .invalidArgument
+            }
+        }
+    }
+
+    @Test("direct and automatic modes return the same bytes as buffered")
+    func directModes() async throws {
+        let file = try OracleFile(size: 8 << 20 + 333, name: "direct")
+        try file.evict()
+        let engine = try ReadEngine()
+        defer { engine.shutdown() }
+        try await BufferedFile.withFile(at: file.path, engine: engine) { handle in
+            for mode in [ReadMode.direct, .automatic] {
+                for (offset, count) in [(0, 1 << 20), (4097, 3 << 20 + 5), (file.size - 1000, 4096)] {
+                    let bytes = try await handle.read(
+                        fromAbsoluteOffset: Int64(offset), count: count, options: ReadOptions(mode: mode))
+                    #expect(bytes == file.expected(offset, count), "\(mode) offset \(offset) count \(count)")
+                }
+            }
+        }
+        #expect(engine.statistics.directReads > 0)
+    }
+
+    @Test("the shared engine serves files opened without one")
+    func sharedEngine() async throws {
+        let file = try OracleFile(size: 100_000, name: "shared")
+        try await BufferedFile.withFile(at: file.path) { handle in
+            let bytes = try await handle.read(fromAbsoluteOffset: 10, count: 50_000)
+            #expect(bytes == file.expected(10, 50_000))
+        }
+        #expect(try ReadEngine.shared.statistics.submitted > 0)
+    }
+}
