@@ -220,9 +220,11 @@ extension BufferedFile {
     ///   - path: The file to open.
     ///   - accessPattern: Readahead advice for the open file.
     ///   - engine: The engine that serves the reads (the shared one by default).
+    ///   - isolation: The caller's actor, inherited so `body` runs where the caller does.
     ///   - body: What to do with the file.
     public static func withFile<Result>(
         at path: String, accessPattern: AccessPattern = .normal, engine: ReadEngine? = nil,
+        isolation: isolated (any Actor)? = #isolation,
         _ body: (BufferedFile) async throws -> Result
     ) async throws -> Result {
         let file = try BufferedFile(path: path, accessPattern: accessPattern, engine: engine)
