@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #ifndef RWF_NOWAIT
@@ -80,3 +81,8 @@ int cbaio_get_status_flags(int fd) { return fcntl(fd, F_GETFL); }
 int cbaio_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 
 int cbaio_set_thread_name(const char *name) { return pthread_setname_np(pthread_self(), name); }
+
+long cbaio_filesystem_type(const char *path) {
+    struct statfs info;
+    return statfs(path, &info) == 0 ? (long)info.f_type : -1;
+}

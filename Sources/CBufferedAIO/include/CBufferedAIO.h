@@ -56,6 +56,9 @@ int cbaio_eventfd(void);
 // pthread_setname_np is a GNU extension, declared only under _GNU_SOURCE.
 int cbaio_set_thread_name(const char *name);
 
+// statfs's f_type for `path` (0xEF53 for ext4), or -1 and errno; <sys/vfs.h> is not in Swift's Glibc.
+long cbaio_filesystem_type(const char *path);
+
 // fcntl is variadic too; these are the three commands the engine uses.
 int cbaio_dup_cloexec(int fd);
 int cbaio_get_status_flags(int fd);

@@ -1,0 +1,237 @@
+// The engine's reads through IOContext, one test per behaviour, each checked against a plain pread of the
+// same file and, where it matters, against mincore residency.
+import BufferedAIO
+import Glibc
+import Testing
+
+@Suite("Reads through IOContext", .serialized, .enabled(if: Scratch.available, Scratch.skipReason), .timeLimit(.minutes(5)))
+struct ReadBehaviourTests {
+    /// Reads each (offset, length) once through a new context and checks every event against pread.
+    @discardableResult
+    func readAndCheck(
+        _ file: PatternFile, _ ranges: [(Int, Int)], mode: ReadMode = .buffered, capacity: Int? = nil,
+        configuration: EngineConfiguration = EngineConfiguration(), useBufferedFile: Bool = false,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> Statistics {
+        let context = try IOContext(capacity: capacity ?? Swift.max(ranges.count, 1), configuration: configuration)
+        defer { context.close() }
+        let opened = useBufferedFile ? try BufferedFile(path: file.path) : nil
+        defer { opened?.close() }
+        let buffers = ranges.map { ReadBuffer($0.1, alignment: 4096) }
+        let requests = ranges.enumerated().map { index, range in
+            ReadRequest(
+                opened.map { .file($0) } ?? .descriptor(file.fd), offset: Int64(range.0), length: range.1,
+                into: buffers[index].bytes, tag: UInt64(index), mode: mode)
+        }
+        #expect(try context.submit(requests) == requests.count, sourceLocation: sourceLocation)
+        let events = try collect(context, requests.count)
+        #expect(events.count == requests.count, sourceLocation: sourceLocation)
+        for (index, range) in ranges.enumerated() {
+            let expected = file.expected(range.0, range.1)
+            let count = try #require(events[UInt64(index)], sourceLocation: sourceLocation).get()
+            #expect(count == expected.count, "read \(index) at \(range.0)+\(range.1)", sourceLocation: sourceLocation)
+            #expect(buffers[index].prefix(count) == expected, "read \(index) at \(range.0)+\(range.1)", sourceLocation: sourceLocation)
+        }
+        return context.statistics
+    }
+
+    @Test("a fully cached read completes inline in submit")
+    func fullyCached() throws {
+        let file = try PatternFile(size: 4 << 20, name: "cached")
+        file.warm()
+        let stats = try readAndCheck(file, [(4096, 512 << 10)])
+        #expect(stats.completedInline == 1)
+        #expect(stats.pagesFoundMissing == 0)
+    }
+
+    @Test("a fully evicted read waits for readahead, never completes inline, and leaves the pages resident")
+    func fullyEvicted() throws {
+        let file = try PatternFile(size: 8 << 20, name: "evicted")
+        file.evict()
+        let stats = try readAndCheck(file, [(0, 2 << 20)])
+        #expect(stats.completedInline == 0)
+        #expect(stats.pagesFoundMissing > 0)
+        #expect(file.residentPages(0, 2 << 20) == 512)
+    }
+
+    @Test("every other page cached: the cached prefix is copied, the rest read ahead, data exact")
+    func everyOtherPage() throws {
+        let file = try PatternFile(size: 2 << 20, name: "alternate")
+        file.evict()
+        for page in stride(from: 0, to: 512, by: 2) { file.warmPage(page) }
+        #expect(file.residentPages(0, 2 << 20) == 256)
+        let stats = try readAndCheck(file, [(0, 2 << 20), (4096, 8192)])
+        // The scan keeps at most 64 missing runs per request (bounded memory), folding the rest into the
+        // last run; the cached pages it did see count as found resident.
+        #expect(stats.pagesFoundResident >= 60)
+        #expect(file.residentPages(0, 2 << 20) == 512)
+    }
+
+    @Test("unaligned offsets and lengths, cached and evicted")
+    func unaligned() throws {
+        let file = try PatternFile(size: 3 << 20, name: "unaligned")
+        let ranges = [(1, 1), (4095, 2), (4097, 10_000), (123_457, 777_777), (2 << 20 + 3, 5)]
+        file.evict()
+        try readAndCheck(file, ranges)
+        file.warm()
+        try readAndCheck(file, ranges)
+    }
+
+    @Test("a range across end of file is short; one past end of file reads 0")
+    func endOfFile() throws {
+        let size = 1 << 20 + 1808
+        let file = try PatternFile(size: size, name: "eof")
+        file.evict()
+        try readAndCheck(file, [(size - 1808, 4096), (size, 100), (size + 1 << 30, 4096), (Int(Int64.max) - 100, 100)])
+    }
+
+    @Test("a sparse file: holes read as zeros and get no readahead")
+    func sparse() throws {
+        let holes = [1 << 20..<5 << 20, 7 << 20..<8 << 20]
+        let file = try PatternFile(size: 8 << 20, name: "sparse", holes: holes)
+        file.evict()
+        let stats = try readAndCheck(file, [(0, 8 << 20)])
+        let dataBytes = (8 << 20) - holes.reduce(0) { $0 + $1.count }
+        #expect(stats.readaheadBytes <= dataBytes, "readahead asked \(stats.readaheadBytes) bytes for \(dataBytes) of data")
+        #expect(file.expected(2 << 20, 4096).allSatisfy { $0 == 0 })
+    }
+
+    @Test("one 64 MiB request on an evicted file (wider than one readahead call) reads it all")
+    func sixtyFourMiB() throws {
+        let file = try PatternFile(size: 64 << 20, name: "wide")
+        file.evict()
+        var configuration = EngineConfiguration()
+        configuration.inlineCopyLimit = 4096
+        let stats = try readAndCheck(file, [(0, 64 << 20)], configuration: configuration)
+        #expect(stats.readaheadBytes >= 60 << 20)
+        #expect(file.residentPages() == 16_384)
+    }
+
+    @Test("1,000 concurrent random requests on an evicted 1 GiB file")
+    func thousandConcurrent() throws {
+        let file = try PatternFile(size: 1 << 30, name: "gib")
+        file.evict()
+        var generator = SystemRandomNumberGenerator()
+        let ranges = (0..<1000).map { _ in
+            (Int.random(in: 0..<(1 << 30) - 65_536, using: &generator), Int.random(in: 1...65_536, using: &generator))
+        }
+        let stats = try readAndCheck(file, ranges, capacity: 1000)
+        #expect(stats.submitted == 1000)
+        #expect(stats.pagesFoundMissing > 0)
+    }
+
+    @Test("pages evicted between completion and reap: the reaper re-arms or falls back, data stays right")
+    func evictedBeforeReap() throws {
+        let file = try PatternFile(size: 4 << 20, name: "rearm")
+        file.evict()
+        let context = try IOContext(capacity: 4)
+        defer { context.close() }
+        let buffer = ReadBuffer(1 << 20)
+        try context.submit([ReadRequest(descriptor: file.fd, offset: 4096, length: 1 << 20, into: buffer.bytes, tag: 9)])
+        // Readable eventfd: the poller marked the read ready and nobody has reaped it yet.
+        var pfd = pollfd(fd: context.eventDescriptor, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&pfd, 1, 30_000) == 1)
+        file.evict()
+        let event = try #require(try context.getEvents(minimum: 1, maximum: 1).first)
+        #expect(try event.get() == 1 << 20)
+        #expect(buffer.prefix(1 << 20) == file.expected(4096, 1 << 20))
+        let stats = context.statistics
+        #expect(stats.rearms + stats.blockingReads >= 1)
+    }
+
+    @Test("direct mode returns the same bytes as buffered, aligned and unaligned, across end of file")
+    func directMatchesBuffered() throws {
+        let size = 6 << 20 + 300
+        let file = try PatternFile(size: size, name: "direct")
+        file.evict()
+        let ranges = [(0, 1 << 20), (4096, 8192), (1, 1), (333, 3 << 20 + 7), (size - 300, 4096), (size - 5000, 10_000)]
+        let direct = try readAndCheck(file, ranges, mode: .direct, useBufferedFile: true)
+        #expect(direct.directReads == ranges.count)
+        #expect(direct.directFallbacks == 0)
+        try readAndCheck(file, ranges, mode: .buffered, useBufferedFile: true)
+        file.evict()
+        let automatic = try readAndCheck(file, [(0, 4 << 20), (12, 100)], mode: .automatic, useBufferedFile: true)
+        #expect(automatic.directReads == 1)
+    }
+
+    @Test("direct mode on a plain descriptor without O_DIRECT falls back to buffered and counts it")
+    func directFallback() throws {
+        let file = try PatternFile(size: 1 << 20, name: "fallback")
+        let stats = try readAndCheck(file, [(100, 5000)], mode: .direct)
+        #expect(stats.directFallbacks == 1)
+    }
+
+    @Test("the RWF_NOWAIT probe path (as for files mincore lies about) reads correctly")
+    func nowaitProbe() throws {
+        let file = try PatternFile(size: 16 << 20, name: "nowait")
+        file.evict()
+        var configuration = EngineConfiguration()
+        configuration.residencyProbe = .nowait
+        configuration.inlineCopyLimit = 8192
+        let stats = try readAndCheck(file, [(0, 16 << 20), (5000, 3)], configuration: configuration)
+        #expect(stats.pagesFoundMissing > 0)
+        #expect(file.residentPages() == 4096)
+    }
+
+    @Test("an unprivileged reader of a file it neither owns nor can write reads it right, probing with RWF_NOWAIT")
+    func unprivilegedReader() throws {
+        try #require(geteuid() == 0, "needs root to drop to uid 65534")
+        let file = try PatternFile(size: 24 << 20, name: "foreign", mode: 0o644)
+        file.evict()
+        let baio = try #require(BaioBinary.path, "the baio binary is missing next to the test bundle")
+        let (status, output) = BaioBinary.run(
+            ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", baio, "demo", "--file", file.path, "--no-evict"])
+        #expect(status == 0, "baio demo as uid 65534 failed:\n\(output)")
+        #expect(output.contains("verified: yes"))
+        #expect(output.contains("probe: nowait"), "a non-owner must not trust mincore:\n\(output)")
+        #expect(output.contains("inline: 0"), "the evicted reads should have waited for readahead:\n\(output)")
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in file.expected(0, file.size) { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        #expect(output.contains("engine-fnv1a64: \(String(hash, radix: 16))"), "output:\n\(output)")
+    }
+}
+
+/// The `baio` executable built next to this test bundle.
+enum BaioBinary {
+    static var path: String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        var directory = String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        while let slash = directory.lastIndex(of: "/") {
+            directory = String(directory[..<slash])
+            let candidate = directory + "/baio"
+            if access(candidate, X_OK) == 0 { return candidate }
+            if directory.hasSuffix(".build") { break }
+        }
+        return nil
+    }
+
+    static func run(_ arguments: [String]) -> (Int32, String) {
+        var pipeFDs: [Int32] = [0, 0]
+        pipe(&pipeFDs)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
+        posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
+        var argv = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ)
+        posix_spawn_file_actions_destroy(&actions)
+        close(pipeFDs[1])
+        var output: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(pipeFDs[0], &chunk, chunk.count)
+            if n <= 0 { break }
+            output += chunk.prefix(n)
+        }
+        close(pipeFDs[0])
+        guard spawned == 0 else { return (-1, "spawn failed: \(spawned)") }
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        return ((status >> 8) & 0xff, String(decoding: output, as: UTF8.self))
+    }
+}

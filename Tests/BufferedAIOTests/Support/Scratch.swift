@@ -1,0 +1,266 @@
+// Test support: scratch files on ext4 with known content, a plain-pread oracle, and page-cache control
+// checked with mincore.
+import BufferedAIO
+import CBufferedAIO
+import Glibc
+import Testing
+
+/// Where test files live: the temp dir if it is ext4; else, as root, a loop-mounted ext4 image; else
+/// nowhere, with the reason.
+enum Scratch {
+    static let ext4Magic: Int = 0xEF53
+
+    static let location: Result<String, SkipReason> = {
+        let temp = String(cString: getenv("TMPDIR") ?? strdup("/tmp"))
+        if isExt4(temp) { return .success(temp) }
+        guard geteuid() == 0 else {
+            return .failure(SkipReason("\(temp) is not ext4 and the tests are not running as root to loop-mount an ext4 image"))
+        }
+        let image = "\(temp)/baio-tests-\(getpid()).img"
+        let mount = "\(temp)/baio-tests-\(getpid())"
+        let script = """
+            truncate -s 6G '\(image)' && mkfs.ext4 -q -F '\(image)' && mkdir -p '\(mount)' \
+            && mount -o loop '\(image)' '\(mount)' && chmod 1777 '\(mount)'
+            """
+        guard shell(script) == 0, isExt4(mount) else {
+            return .failure(SkipReason("\(temp) is not ext4 and loop-mounting an ext4 image failed"))
+        }
+        return .success(mount)
+    }()
+
+    static var directory: String? { try? location.get() }
+    static var available: Bool { directory != nil }
+    static var skipReason: Comment {
+        switch location {
+        case .success: "ext4 available"
+        case .failure(let reason): Comment(rawValue: reason.text)
+        }
+    }
+
+    static func isExt4(_ path: String) -> Bool {
+        cbaio_filesystem_type(path) == ext4Magic
+    }
+
+    @discardableResult
+    static func shell(_ script: String) -> Int32 {
+        var pid: pid_t = 0
+        let arguments = ["/bin/sh", "-c", script]
+        var argv = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        guard posix_spawn(&pid, "/bin/sh", nil, nil, &argv, environ) == 0 else { return -1 }
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        return (status >> 8) & 0xff
+    }
+}
+
+struct SkipReason: Error {
+    let text: String
+    init(_ text: String) { self.text = text }
+}
+
+/// A file on ext4 with pattern content (and optional holes), an independent read-only descriptor for the
+/// oracle, and removal on deinit.
+final class PatternFile: Sendable {
+    let path: String
+    let size: Int
+    let fd: Int32
+    let seed: Int
+
+    /// - Parameter holes: byte ranges left unwritten (they read as zeros).
+    init(size: Int, name: String, holes: [Range<Int>] = [], mode: mode_t = 0o644) throws {
+        let directory = try Scratch.location.get()
+        path = "\(directory)/baio-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).bin"
+        self.size = size
+        self.seed = name.utf8.reduce(0) { $0 &* 31 &+ Int($1) }
+        let writer = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        try #require(writer >= 0, "cannot create \(path)")
+        try #require(ftruncate(writer, off_t(size)) == 0)
+        // A random 1 MiB block, with each page's first 8 bytes stamped with its offset, so no two pages of
+        // the file are equal and a misplaced page shows; built per chunk with word copies, fast even in debug.
+        let chunk = 1 << 20
+        var generator = SeededGenerator(seed: UInt64(truncatingIfNeeded: seed))
+        let base = (0..<chunk / 8).map { _ in generator.next() }
+        var words = base
+        var offset = 0
+        while offset < size {
+            let length = Swift.min(chunk, size - offset)
+            let range = offset..<offset + length
+            if !holes.contains(where: { $0.lowerBound <= range.lowerBound && range.upperBound <= $0.upperBound }) {
+                for page in stride(from: 0, to: chunk / 8, by: 512) {
+                    words[page] = UInt64(offset + page * 8) ^ UInt64(truncatingIfNeeded: seed)
+                }
+                try words.withUnsafeMutableBytes { raw in
+                    for hole in holes where hole.overlaps(range) {
+                        let from = Swift.max(hole.lowerBound, offset) - offset
+                        let to = Swift.min(hole.upperBound, offset + length) - offset
+                        raw.baseAddress!.advanced(by: from).initializeMemory(as: UInt8.self, repeating: 0, count: to - from)
+                    }
+                    var written = 0
+                    while written < length {
+                        let n = pwrite(writer, raw.baseAddress! + written, length - written, off_t(offset + written))
+                        try #require(n > 0)
+                        written += n
+                    }
+                }
+                if holes.contains(where: { $0.overlaps(range) }) { words = base }
+            }
+            offset += length
+        }
+        fsync(writer)
+        close(writer)
+        fd = open(path, O_RDONLY | O_CLOEXEC)
+        try #require(fd >= 0)
+    }
+
+    deinit {
+        close(fd)
+        unlink(path)
+    }
+
+    /// The oracle: what a plain pread of the file returns.
+    func expected(_ offset: Int, _ count: Int) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset + done)) }
+            if n <= 0 { break }
+            done += n
+        }
+        return Array(bytes.prefix(done))
+    }
+
+    /// Drops the file from the page cache and checks with mincore that nothing is left.
+    func evict(sourceLocation: SourceLocation = #_sourceLocation) {
+        for _ in 0..<5 {
+            PageCache.evict(descriptor: fd)
+            if residentPages() == 0 { return }
+        }
+        Issue.record("eviction left \(residentPages()) pages of \(path) cached", sourceLocation: sourceLocation)
+    }
+
+    /// Caches exactly one page: a read through a descriptor advised POSIX_FADV_RANDOM gets no readahead.
+    func warmPage(_ page: Int) {
+        let exact = open(path, O_RDONLY | O_CLOEXEC)
+        defer { close(exact) }
+        posix_fadvise(exact, 0, 0, POSIX_FADV_RANDOM)
+        var byte: UInt8 = 0
+        _ = pread(exact, &byte, 1, off_t(page * 4096))
+    }
+
+    /// Reads the range in right before use: idle page cache is evicted after about 30 s on these machines.
+    func warm(_ offset: Int = 0, _ count: Int? = nil) {
+        _ = expected(offset, count ?? size - offset)
+    }
+
+    /// Resident pages per mincore (the oracle for residency).
+    func residentPages(_ offset: Int = 0, _ count: Int? = nil) -> Int {
+        let length = count ?? size - offset
+        guard length > 0 else { return 0 }
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = offset / pageSize * pageSize
+        let end = offset + length
+        let mapped = end - start
+        guard let base = mmap(nil, mapped, PROT_READ, MAP_SHARED, fd, off_t(start)), base != MAP_FAILED else {
+            return -1
+        }
+        defer { munmap(base, mapped) }
+        let pages = (mapped + pageSize - 1) / pageSize
+        var vector = [UInt8](repeating: 0, count: pages)
+        guard mincore(base, mapped, &vector) == 0 else { return -1 }
+        return vector.reduce(0) { $0 + Int($1 & 1) }
+    }
+}
+
+/// A buffer for one read, freed on deinit.
+final class ReadBuffer: @unchecked Sendable {
+    let bytes: UnsafeMutableRawBufferPointer
+    init(_ count: Int, alignment: Int = 16) {
+        bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: Swift.max(count, 1), alignment: alignment)
+        bytes.initializeMemory(as: UInt8.self, repeating: 0xAA)
+    }
+    deinit { bytes.deallocate() }
+    func prefix(_ count: Int) -> [UInt8] { Array(bytes.prefix(count)) }
+}
+
+/// Collects events until `count` have arrived (or the context stops delivering).
+func collect(_ context: IOContext, _ count: Int) throws -> [UInt64: IOEvent] {
+    var events: [UInt64: IOEvent] = [:]
+    while events.count < count {
+        let batch = try context.getEvents(minimum: 1, maximum: count - events.count, timeout: .seconds(60))
+        if batch.isEmpty { break }
+        for event in batch { events[event.tag] = event }
+    }
+    return events
+}
+
+/// The process's open descriptors that point at `path`.
+func descriptors(pointingAt path: String) -> Int {
+    guard let directory = opendir("/proc/self/fd") else { return -1 }
+    defer { closedir(directory) }
+    var count = 0
+    var target = [CChar](repeating: 0, count: 4096)
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let n = readlink("/proc/self/fd/\(name)", &target, target.count - 1)
+        if n > 0 && String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) == path { count += 1 }
+    }
+    return count
+}
+
+func openDescriptorCount() -> Int {
+    guard let directory = opendir("/proc/self/fd") else { return -1 }
+    defer { closedir(directory) }
+    var count = 0
+    while readdir(directory) != nil { count += 1 }
+    return count
+}
+
+/// Whether a thread with this name exists in the process.
+func threadExists(named name: String) -> Bool {
+    guard let directory = opendir("/proc/self/task") else { return false }
+    defer { closedir(directory) }
+    while let entry = readdir(directory) {
+        let tid = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard tid.first?.isNumber == true else { continue }
+        let fd = open("/proc/self/task/\(tid)/comm", O_RDONLY)
+        guard fd >= 0 else { continue }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let n = read(fd, &buffer, 63)
+        close(fd)
+        if n > 0 && String(decoding: buffer.prefix(n), as: UTF8.self).trimmingNewline == name { return true }
+    }
+    return false
+}
+
+/// Lines of /proc/self/maps that name `path`.
+func mappings(of path: String) -> Int {
+    let fd = open("/proc/self/maps", O_RDONLY)
+    guard fd >= 0 else { return -1 }
+    defer { close(fd) }
+    var data: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n <= 0 { break }
+        data += buffer.prefix(n)
+    }
+    return String(decoding: data, as: UTF8.self).split(separator: "\n").filter { $0.hasSuffix(path) }.count
+}
+
+extension String {
+    var trimmingNewline: String { hasSuffix("\n") ? String(dropLast()) : self }
+}
+
+/// SplitMix64, so pattern files are reproducible from their name.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+}
