@@ -20,6 +20,8 @@ final class Engine: @unchecked Sendable {
         var stopping = false
         /// The poller is asleep with no timeout: a new request must wake it.
         var pollerIdle = false
+        /// Set once shutdown has joined the poller and closed ``Engine/wakeFD``.
+        var wakeClosed = false
     }
 
     let inbox = Mutex(Inbox())
@@ -59,7 +61,7 @@ final class Engine: @unchecked Sendable {
     /// The poller thread holds the engine until ``shutdown()``, so the owner (an IOContext, the shared
     /// engine) must call it; by the time this runs the thread is gone.
     deinit {
-        _ = system_close(wakeFD)
+        if !inbox.withLock({ $0.wakeClosed }) { _ = system_close(wakeFD) }
     }
 
     /// Stops the poller: every pending request is completed as cancelled and delivered, in-flight direct
@@ -74,8 +76,14 @@ final class Engine: @unchecked Sendable {
         // it); joining there would deadlock, so the thread is detached and exits after this pass.
         if pthread_equal(thread, pthread_self()) != 0 {
             pthread_detach(thread)
-        } else {
-            pthread_join(thread, nil)
+            return  // the wake eventfd is closed by deinit, after this thread is done with it
+        }
+        pthread_join(thread, nil)
+        // Nothing can need the wake eventfd now: the poller is gone, and a late enqueue checks the flag
+        // under the same lock before writing to it.
+        inbox.withLock { inbox in
+            inbox.wakeClosed = true
+            _ = system_close(wakeFD)
         }
     }
 
@@ -268,12 +276,11 @@ final class Engine: @unchecked Sendable {
     /// Hands a pending request to the poller, waking it only if it sleeps without a timeout: a poller
     /// that is backing off will see the request on its next pass, soon enough for I/O that takes longer.
     func enqueue(_ request: Request) {
-        let wake = inbox.withLock { inbox in
+        inbox.withLock { inbox in
             inbox.requests.append(request)
-            defer { inbox.pollerIdle = false }
-            return inbox.pollerIdle || request.direct != nil
+            if (inbox.pollerIdle || request.direct != nil) && !inbox.wakeClosed { system_eventfd_signal(wakeFD) }
+            inbox.pollerIdle = false
         }
-        if wake { system_eventfd_signal(wakeFD) }
     }
 
     // MARK: - Reap
