@@ -166,8 +166,10 @@ struct AsyncAPITests {
             waited += 1
         }
         #expect(engine.pollerPending == 0)
-        #expect(engine.statistics.cancelled >= 1, "the reads in flight when the task was cancelled were not cancelled")
-        #expect(engine.statistics.submitted < 256)
+        // No read starts after the cancellation: at most the chunks consumed (4 or 5) plus one window.
+        // (Whether the window's reads were still pending, and so cancelled, or already done depends on
+        // how fast the disk is; both are correct.)
+        #expect(engine.statistics.submitted <= 5 + 8, "reads kept being submitted after the task was cancelled")
     }
 
     @Test("cancelling a read waiting for pages throws CancellationError and later reads still work")
