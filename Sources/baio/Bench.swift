@@ -37,6 +37,15 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "context (IOContext, one thread) or async (BufferedFile.read from --queue-depth tasks).")
     var api: String = "context"
 
+    @Option(help: "The poller's shortest sleep, in microseconds (EngineConfiguration.minimumPollInterval).")
+    var minimumPollMicroseconds: Int?
+
+    var configuration: EngineConfiguration {
+        var configuration = EngineConfiguration()
+        if let minimumPollMicroseconds { configuration.minimumPollInterval = .microseconds(minimumPollMicroseconds) }
+        return configuration
+    }
+
     func validate() throws {
         guard ["random", "sequential"].contains(pattern) else {
             throw ValidationError("--pattern must be random or sequential, not '\(pattern)'")
@@ -68,7 +77,7 @@ struct Bench: AsyncParsableCommand {
         if evict { PageCache.evict(descriptor: fd) }
         let readMode: ReadMode = mode == "direct" ? .direct : mode == "automatic" ? .automatic : .buffered
 
-        let context = try IOContext(capacity: queueDepth)
+        let context = try IOContext(capacity: queueDepth, configuration: configuration)
         defer { context.close() }
         let buffers = (0..<queueDepth).map { _ in
             UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize, alignment: 4096)
@@ -129,7 +138,7 @@ struct Bench: AsyncParsableCommand {
 
     /// `--queue-depth` tasks, each awaiting one read at a time, on disjoint strides of the same walk.
     func runAsync() async throws {
-        let engine = try ReadEngine()
+        let engine = try ReadEngine(configuration: configuration)
         defer { engine.shutdown() }
         let opened = try BufferedFile(
             path: file, accessPattern: pattern == "random" ? .random : .normal, engine: engine)

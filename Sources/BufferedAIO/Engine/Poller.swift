@@ -22,6 +22,7 @@ struct Poller {
     mutating func run() {
         defer { scratch.deallocate() }
         var interval = engine.configuration.minimumPollInterval
+        var idleSince: ContinuousClock.Instant? = nil
         while true {
             let (incoming, stopping) = engine.inbox.withLock { inbox in
                 defer { inbox.requests.removeAll(keepingCapacity: true) }
@@ -47,9 +48,20 @@ struct Poller {
             engine.pollerPending.store(active.count + direct.inFlight.count, ordering: .relaxed)
 
             if active.isEmpty && direct.inFlight.isEmpty {
+                // A busy caller resubmits within microseconds of reaping. Waking a sleeping thread costs
+                // the submitter an eventfd write and a cross-CPU interrupt (a VM exit here), so linger on
+                // short timed sleeps for about one device latency before sleeping without a timeout.
+                if idleSince == nil { idleSince = now }
+                if now - idleSince! < backoffCeiling() * 4 {
+                    _ = system_ppoll_readable(engine.wakeFD, timeout: backoffCeiling())
+                    system_eventfd_drain(engine.wakeFD)
+                    continue
+                }
                 sleepUntilWoken()
+                idleSince = nil
                 interval = engine.configuration.minimumPollInterval
             } else {
+                idleSince = nil
                 // Multiplicative increase while nothing completes, decrease when something does: the
                 // interval settles near the gap between completions instead of spinning at the minimum.
                 interval =
