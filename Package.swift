@@ -11,7 +11,8 @@ let package = Package(
         .library(name: "BAIOCompat", type: .dynamic, targets: ["BAIOCompat"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // The only C in the package: what Swift cannot see of libaio, preadv2, cachestat and statx.
@@ -33,6 +34,7 @@ let package = Package(
             dependencies: [
                 "BufferedAIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         .testTarget(

@@ -1,31 +1,38 @@
-// This file owns `baio bench`: a load generator for the context API, reporting IOPS, throughput and the
-// CPU the whole process (poller included) spent per read.
+// This file owns `baio bench`: a load generator that reports what fio reports (IOPS, MiB/s, completion and
+// submit latency percentiles, CPU per GiB, counting every thread) for the context and the async APIs.
 import ArgumentParser
 import BufferedAIO
 import Glibc
+import Histogram
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Random or sequential reads of an existing file through an IOContext, with IOPS and CPU.",
+        abstract: "Read an existing file through the engine and report IOPS, latency percentiles and CPU.",
         discussion: """
+            The random pattern walks a permutation of the file's blocks, so no block is read twice until all
+            have been; the file is opened with POSIX_FADV_RANDOM, as fio does by default. CPU counts every
+            thread of the process, the poller included. `--pattern idle` measures an engine with nothing to do.
+
             Examples:
               baio bench /data/f --block-size 4K --queue-depth 32 --seconds 8 --evict
-              baio bench /data/f --pattern sequential --block-size 1M
+              baio bench /data/f --pattern sequential --block-size 1M --evict
+              baio bench /data/f --api async --queue-depth 32 --json
+              baio bench /data/f --pattern idle --seconds 2
             """)
 
     @Argument(help: "The file to read.")
     var file: String
 
-    @Option(help: "random or sequential.")
+    @Option(help: "random, sequential or idle.")
     var pattern: String = "random"
 
     @Option(help: "Bytes per read (suffixes K, M, G).", transform: parseSize)
     var blockSize: Int = 4096
 
-    @Option(help: "Reads in flight.")
+    @Option(help: "Reads in flight (context API) or concurrent tasks (async API).")
     var queueDepth: Int = 32
 
-    @Option(help: "How long to run.")
+    @Option(help: "How long to run, in seconds.")
     var seconds: Double = 5
 
     @Flag(help: "Evict the file from the page cache first.")
@@ -40,15 +47,12 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "The poller's shortest sleep, in microseconds (EngineConfiguration.minimumPollInterval).")
     var minimumPollMicroseconds: Int?
 
-    var configuration: EngineConfiguration {
-        var configuration = EngineConfiguration()
-        if let minimumPollMicroseconds { configuration.minimumPollInterval = .microseconds(minimumPollMicroseconds) }
-        return configuration
-    }
+    @Flag(help: "Print one JSON object instead of text.")
+    var json = false
 
     func validate() throws {
-        guard ["random", "sequential"].contains(pattern) else {
-            throw ValidationError("--pattern must be random or sequential, not '\(pattern)'")
+        guard ["random", "sequential", "idle"].contains(pattern) else {
+            throw ValidationError("--pattern must be random, sequential or idle, not '\(pattern)'")
         }
         guard ["buffered", "direct", "automatic"].contains(mode) else {
             throw ValidationError("--mode must be buffered, direct or automatic, not '\(mode)'")
@@ -61,136 +65,200 @@ struct Bench: AsyncParsableCommand {
         }
     }
 
+    var engineConfiguration: EngineConfiguration {
+        var configuration = EngineConfiguration()
+        if let minimumPollMicroseconds { configuration.minimumPollInterval = .microseconds(minimumPollMicroseconds) }
+        return configuration
+    }
+
+    var readMode: ReadMode { mode == "direct" ? .direct : mode == "automatic" ? .automatic : .buffered }
+
+    /// What one run measured.
+    struct Result {
+        var reads = 0
+        var bytes = 0
+        var wall = 0.0
+        var cpu = 0.0
+        var completion = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        var submit = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        var statistics = Statistics()
+    }
+
     func run() async throws {
-        if api == "async" {
-            try await runAsync()
-            return
-        }
-        // Like fio's default fadvise_hint: random reads tell the kernel not to read ahead.
         let opened = try BufferedFile(path: file, accessPattern: pattern == "random" ? .random : .normal)
         defer { opened.close() }
         guard let fd = opened.descriptor else { return }
         var info = stat()
         fstat(fd, &info)
         let blocks = Int(info.st_size) / blockSize
-        guard blocks > 0 else { throw ValidationError("'\(file)' is smaller than one block") }
+        guard blocks > 0 else { throw ValidationError("'\(file)' is smaller than one block (\(blockSize) bytes)") }
         if evict { PageCache.evict(descriptor: fd) }
-        let readMode: ReadMode = mode == "direct" ? .direct : mode == "automatic" ? .automatic : .buffered
 
-        let context = try IOContext(capacity: queueDepth, configuration: configuration)
+        var result: Result
+        if pattern == "idle" {
+            result = try idle()
+        } else if api == "async" {
+            result = try await runAsync(opened, blocks: blocks)
+        } else {
+            result = try runContext(opened, blocks: blocks)
+        }
+        report(&result)
+    }
+
+    /// The block the `n`th read takes: a permutation walk for random, in order for sequential.
+    func block(_ n: Int, of blocks: Int) -> Int {
+        pattern == "sequential" ? n % blocks : Int((UInt64(n) &* UInt64(Self.coprimeStride(blocks))) % UInt64(blocks))
+    }
+
+    func runContext(_ opened: BufferedFile, blocks: Int) throws -> Result {
+        let context = try IOContext(capacity: queueDepth, configuration: engineConfiguration)
         defer { context.close() }
         let buffers = (0..<queueDepth).map { _ in
             UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize, alignment: 4096)
         }
         defer { buffers.forEach { $0.deallocate() } }
-        // A seeded permutation walk, so no block is read twice until every block has been.
-        var state: UInt64 = 0x9e37_79b9_7f4a_7c15
-        let stride = Self.coprimeStride(blocks)
-        var cursor = Int(state % UInt64(blocks))
-        func nextBlock() -> Int {
-            if pattern == "sequential" {
-                defer { cursor = (cursor + 1) % blocks }
-                return cursor
-            }
-            cursor = (cursor + stride) % blocks
-            return cursor
+        var started = [ContinuousClock.Instant](repeating: .now, count: queueDepth)
+        var result = Result()
+        var next = 0
+        func submit(_ slot: Int) throws {
+            let request = ReadRequest(
+                .file(opened), offset: Int64(block(next, of: blocks) * blockSize), into: buffers[slot], tag: UInt64(slot),
+                mode: readMode)
+            next += 1
+            let start = ContinuousClock.now
+            try context.submit(request)
+            started[slot] = start
+            _ = result.submit.record(nanoseconds(ContinuousClock.now - start))
         }
-        state = 0
 
         let cpuStart = Self.cpuSeconds()
         let start = ContinuousClock.now
         let deadline = start + .milliseconds(Int(seconds * 1000))
-        if pattern == "sequential" { cursor = 0 }
-        for slot in 0..<queueDepth {
-            try context.submit(
-                ReadRequest(
-                    .file(opened), offset: Int64(nextBlock() * blockSize), into: buffers[slot], tag: UInt64(slot),
-                    mode: readMode))
-        }
-        var reads = 0
-        var bytes = 0
+        for slot in 0..<queueDepth { try submit(slot) }
         var outstanding = queueDepth
         while outstanding > 0 {
             for event in try context.getEvents(minimum: 1, maximum: queueDepth) {
                 outstanding -= 1
-                let count = try event.get()
-                reads += 1
-                bytes += count
+                let slot = Int(event.tag)
+                _ = result.completion.record(nanoseconds(ContinuousClock.now - started[slot]))
+                result.bytes += try event.get()
+                result.reads += 1
                 if ContinuousClock.now < deadline {
-                    let slot = Int(event.tag)
-                    try context.submit(
-                        ReadRequest(
-                            .file(opened), offset: Int64(nextBlock() * blockSize), into: buffers[slot],
-                            tag: UInt64(slot), mode: readMode))
+                    try submit(slot)
                     outstanding += 1
                 }
             }
         }
-        let elapsed = ContinuousClock.now - start
-        let wall = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let cpu = Self.cpuSeconds() - cpuStart
-        print("reads: \(reads) in \(formatted(wall)) s")
-        print("IOPS: \(Int(Double(reads) / wall))")
-        print("MiB/s: \(formatted(Double(bytes) / wall / 1_048_576))")
-        print("CPU: \(formatted(cpu / wall * 100))% of one core, \(formatted(cpu / Double(max(reads, 1)) * 1e6)) us per read")
-        print("statistics: \(context.statistics)")
+        result.wall = secondsOf(ContinuousClock.now - start)
+        result.cpu = Self.cpuSeconds() - cpuStart
+        result.statistics = context.statistics
+        return result
     }
 
-    /// `--queue-depth` tasks, each awaiting one read at a time, on disjoint strides of the same walk.
-    func runAsync() async throws {
-        let engine = try ReadEngine(configuration: configuration)
+    /// `--queue-depth` tasks, each awaiting one read at a time, on disjoint parts of the same walk.
+    func runAsync(_ opened: BufferedFile, blocks: Int) async throws -> Result {
+        let engine = try ReadEngine(configuration: engineConfiguration)
         defer { engine.shutdown() }
-        let opened = try BufferedFile(
-            path: file, accessPattern: pattern == "random" ? .random : .normal, engine: engine)
-        defer { opened.close() }
-        guard let fd = opened.descriptor else { return }
-        var info = stat()
-        fstat(fd, &info)
-        let blocks = Int(info.st_size) / blockSize
-        guard blocks > 0 else { throw ValidationError("'\(file)' is smaller than one block") }
-        if evict { PageCache.evict(descriptor: fd) }
-        let readMode: ReadMode = mode == "direct" ? .direct : mode == "automatic" ? .automatic : .buffered
-        let stride = pattern == "sequential" ? 1 : Self.coprimeStride(blocks)
+        let file = try BufferedFile(path: self.file, accessPattern: pattern == "random" ? .random : .normal, engine: engine)
+        defer { file.close() }
         let cpuStart = Self.cpuSeconds()
         let start = ContinuousClock.now
         let deadline = start + .milliseconds(Int(seconds * 1000))
-        let (reads, bytes) = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
-            for task in 0..<queueDepth {
-                group.addTask { [blockSize, queueDepth] in
-                    var reads = 0
-                    var bytes = 0
-                    var index = task
+        let options = ReadOptions(mode: readMode)
+        let (blockSize, depth) = (self.blockSize, self.queueDepth)
+        var result = try await withThrowingTaskGroup(of: Result.self) { group in
+            for task in 0..<depth {
+                group.addTask {
+                    var partial = Result()
+                    var n = task
                     while ContinuousClock.now < deadline {
-                        let block = (index * stride) % blocks
-                        let data = try await opened.read(
-                            fromAbsoluteOffset: Int64(block * blockSize), count: blockSize,
-                            options: ReadOptions(mode: readMode))
-                        reads += 1
-                        bytes += data.count
-                        index += queueDepth
+                        let begin = ContinuousClock.now
+                        let data = try await file.read(
+                            fromAbsoluteOffset: Int64(block(n, of: blocks) * blockSize), count: blockSize, options: options)
+                        _ = partial.completion.record(nanoseconds(ContinuousClock.now - begin))
+                        partial.reads += 1
+                        partial.bytes += data.count
+                        n += depth
                     }
-                    return (reads, bytes)
+                    return partial
                 }
             }
-            var total = (0, 0)
-            for try await (r, b) in group { total = (total.0 + r, total.1 + b) }
+            var total = Result()
+            for try await partial in group {
+                total.reads += partial.reads
+                total.bytes += partial.bytes
+                total.completion.add(partial.completion)
+            }
             return total
         }
-        let elapsed = ContinuousClock.now - start
-        let wall = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let cpu = Self.cpuSeconds() - cpuStart
-        print("reads: \(reads) in \(formatted(wall)) s")
-        print("IOPS: \(Int(Double(reads) / wall))")
-        print("MiB/s: \(formatted(Double(bytes) / wall / 1_048_576))")
-        print("CPU: \(formatted(cpu / wall * 100))% of one core, \(formatted(cpu / Double(max(reads, 1)) * 1e6)) us per read")
-        print("statistics: \(engine.statistics)")
+        result.wall = secondsOf(ContinuousClock.now - start)
+        result.cpu = Self.cpuSeconds() - cpuStart
+        result.statistics = engine.statistics
+        return result
+    }
+
+    /// An engine with nothing to do: its poller should sleep and use no CPU.
+    func idle() throws -> Result {
+        let context = try IOContext(capacity: queueDepth, configuration: engineConfiguration)
+        defer { context.close() }
+        var result = Result()
+        let cpuStart = Self.cpuSeconds()
+        let start = ContinuousClock.now
+        _ = try context.getEvents(minimum: 1, maximum: 1, timeout: .milliseconds(Int(seconds * 1000)))
+        result.wall = secondsOf(ContinuousClock.now - start)
+        result.cpu = Self.cpuSeconds() - cpuStart
+        result.statistics = context.statistics
+        return result
+    }
+
+    func report(_ result: inout Result) {
+        let iops = Double(result.reads) / max(result.wall, 1e-9)
+        let mibs = Double(result.bytes) / max(result.wall, 1e-9) / 1_048_576
+        let cpuPercent = result.cpu / max(result.wall, 1e-9) * 100
+        let cpuPerGiB = result.bytes > 0 ? result.cpu / (Double(result.bytes) / 1_073_741_824) : 0
+        let cpuPerRead = result.reads > 0 ? result.cpu / Double(result.reads) * 1e6 : 0
+        func us(_ histogram: Histogram<UInt64>, _ percentile: Double) -> Double {
+            histogram.totalCount == 0 ? 0 : Double(histogram.valueAtPercentile(percentile)) / 1000
+        }
+        if json {
+            let fields: [(String, String)] = [
+                ("api", "\"\(api)\""), ("pattern", "\"\(pattern)\""), ("mode", "\"\(mode)\""),
+                ("block_size", "\(blockSize)"), ("queue_depth", "\(queueDepth)"), ("reads", "\(result.reads)"),
+                ("seconds", formatted(result.wall, places: 3)), ("iops", formatted(iops, places: 1)),
+                ("mib_per_s", formatted(mibs, places: 1)), ("cpu_percent", formatted(cpuPercent, places: 1)),
+                ("cpu_us_per_read", formatted(cpuPerRead, places: 2)), ("cpu_s_per_gib", formatted(cpuPerGiB, places: 3)),
+                ("clat_p50_us", formatted(us(result.completion, 50), places: 1)),
+                ("clat_p99_us", formatted(us(result.completion, 99), places: 1)),
+                ("clat_p999_us", formatted(us(result.completion, 99.9), places: 1)),
+                ("slat_p50_us", formatted(us(result.submit, 50), places: 2)),
+                ("slat_p99_us", formatted(us(result.submit, 99), places: 2)),
+                ("completed_inline", "\(result.statistics.completedInline)"),
+                ("poll_passes", "\(result.statistics.pollPasses)"),
+            ]
+            print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
+            return
+        }
+        print("reads: \(result.reads) in \(formatted(result.wall)) s")
+        print("IOPS: \(Int(iops))")
+        print("MiB/s: \(formatted(mibs))")
+        print(
+            "completion latency us: p50 \(formatted(us(result.completion, 50))) p99 \(formatted(us(result.completion, 99))) "
+                + "p99.9 \(formatted(us(result.completion, 99.9)))")
+        if result.submit.totalCount > 0 {
+            print("submit latency us: p50 \(formatted(us(result.submit, 50), places: 2)) p99 \(formatted(us(result.submit, 99), places: 2))")
+        }
+        print(
+            "CPU: \(formatted(cpuPercent))% of one core, \(formatted(cpuPerRead)) us per read, "
+                + "\(formatted(cpuPerGiB, places: 3)) s per GiB")
+        print("statistics: \(result.statistics)")
     }
 
     static func coprimeStride(_ n: Int) -> Int {
+        guard n > 2 else { return 1 }
         var stride = Int(Double(n) * 0.618_033_988_7) | 1
         func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
         while gcd(stride, n) != 1 { stride += 2 }
-        return max(1, stride % max(n, 1))
+        return stride % n
     }
 
     static func cpuSeconds() -> Double {
@@ -199,4 +267,13 @@ struct Bench: AsyncParsableCommand {
         return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
             + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
     }
+}
+
+func nanoseconds(_ duration: Duration) -> UInt64 {
+    let (seconds, attoseconds) = duration.components
+    return UInt64(max(0, seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
+}
+
+func secondsOf(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
 }

@@ -182,9 +182,16 @@ struct Demo: ParsableCommand {
     }
 }
 
-func formatted(_ value: Double) -> String {
-    let scaled = (value * 10).rounded() / 10
-    return String(scaled)
+/// `value` with `places` decimals, without Foundation's formatters.
+func formatted(_ value: Double, places: Int = 1) -> String {
+    guard value.isFinite else { return "0" }
+    var scale = 1.0
+    for _ in 0..<places { scale *= 10 }
+    let scaled = (abs(value) * scale).rounded()
+    let whole = Int(scaled / scale)
+    var fraction = String(Int(scaled) - whole * Int(scale))
+    while fraction.count < places { fraction = "0" + fraction }
+    return (value < 0 ? "-" : "") + (places == 0 ? "\(whole)" : "\(whole).\(fraction)")
 }
 
 /// Parses 4096, 64K, 1M, 2G (powers of 1024).
