@@ -126,7 +126,7 @@ public final class IOContext: Sendable {
                 remaining = deadline - ContinuousClock.now
                 if remaining! <= .zero { return events }
             }
-            queue.wait(timeout: remaining)
+            queue.waitForReady(timeout: remaining)
         }
     }
 
@@ -186,7 +186,23 @@ final class ReadyQueue: CompletionSink {
         var reservations = 0
         var closed = false
         var waiters = 0
+        /// Threads blocked in ``waitForReady(timeout:)``.
+        var sleepers = 0
+        /// Someone asked for the eventfd (an epoll loop), so it must track the queue at all times.
+        var externalObserver = false
+        /// The eventfd has been written since it was last drained.
+        var signalled = false
         var readyCount: Int { ready.count - readyHead }
+
+        /// The eventfd is written only when someone could be waiting on it: a reaper asleep in getEvents
+        /// or a caller that took the descriptor. A busy caller that reaps what it submitted makes no
+        /// eventfd syscalls at all.
+        mutating func signalIfWatched(_ fd: Int32) {
+            if !signalled && readyCount > 0 && (sleepers > 0 || externalObserver) {
+                system_eventfd_signal(fd)
+                signalled = true
+            }
+        }
     }
 
     let state = Mutex(State())
@@ -203,7 +219,13 @@ final class ReadyQueue: CompletionSink {
 
     deinit { finishClosing() }
 
-    var eventDescriptor: Int32 { fdOpen.load(ordering: .acquiring) ? fd : -1 }
+    var eventDescriptor: Int32 {
+        state.withLock { s in
+            s.externalObserver = true
+            s.signalIfWatched(fd)
+        }
+        return fdOpen.load(ordering: .acquiring) ? fd : -1
+    }
     var inFlightCount: Int { state.withLock { $0.inFlight.count } }
 
     func reserve(capacity: Int) throws(BufferedAIOError) {
@@ -232,10 +254,9 @@ final class ReadyQueue: CompletionSink {
     func deliver(_ batch: [Request]) {
         let delivered = state.withLock { s in
             guard !s.closed else { return false }
-            let wasEmpty = s.readyCount == 0
             s.ready.append(contentsOf: batch)
             // Written under the lock with the queue change, so "readable" and "non-empty" never disagree.
-            if wasEmpty { system_eventfd_signal(fd) }
+            s.signalIfWatched(fd)
             return true
         }
         if delivered, let handler = notification.withLock({ $0 }) { handler() }
@@ -251,7 +272,10 @@ final class ReadyQueue: CompletionSink {
             if s.readyCount == 0 {
                 s.ready.removeAll(keepingCapacity: true)
                 s.readyHead = 0
-                system_eventfd_drain(fd)
+                if s.signalled {
+                    system_eventfd_drain(fd)
+                    s.signalled = false
+                }
             } else if s.readyHead > 1024 {
                 s.ready.removeFirst(s.readyHead)
                 s.readyHead = 0
@@ -276,8 +300,17 @@ final class ReadyQueue: CompletionSink {
         }
     }
 
-    func wait(timeout: Duration?) {
+    /// Sleeps until events are ready, the context closes or `timeout` passes. Registers as a sleeper
+    /// and re-checks the queue under the lock first, so a delivery cannot slip in unsignalled.
+    func waitForReady(timeout: Duration?) {
+        let sleep = state.withLock { s in
+            if s.readyCount > 0 || s.closed { return false }
+            s.sleepers += 1
+            return true
+        }
+        guard sleep else { return }
         _ = system_ppoll_readable(fd, timeout: timeout)
+        state.withLock { $0.sleepers -= 1 }
     }
 
     func enterWaiter() -> Bool {

@@ -10,7 +10,7 @@ struct Bench: AsyncParsableCommand {
         abstract: "Read an existing file through the engine and report IOPS, latency percentiles and CPU.",
         discussion: """
             The random pattern walks a permutation of the file's blocks, so no block is read twice until all
-            have been; the file is opened with POSIX_FADV_RANDOM, as fio does by default. CPU counts every
+            have been; the sequential pattern reads the file once, like cat; the file is opened with POSIX_FADV_RANDOM, as fio does by default. CPU counts every
             thread of the process, the poller included. `--pattern idle` measures an engine with nothing to do.
 
             Examples:
@@ -134,8 +134,10 @@ struct Bench: AsyncParsableCommand {
         let cpuStart = Self.cpuSeconds()
         let start = ContinuousClock.now
         let deadline = start + .milliseconds(Int(seconds * 1000))
-        for slot in 0..<queueDepth { try submit(slot) }
-        var outstanding = queueDepth
+        // A sequential run reads the file once, as cat would; a random one runs for the whole time.
+        let first = pattern == "sequential" ? min(queueDepth, blocks) : queueDepth
+        for slot in 0..<first { try submit(slot) }
+        var outstanding = first
         while outstanding > 0 {
             for event in try context.getEvents(minimum: 1, maximum: queueDepth) {
                 outstanding -= 1
@@ -143,7 +145,7 @@ struct Bench: AsyncParsableCommand {
                 _ = result.completion.record(nanoseconds(ContinuousClock.now - started[slot]))
                 result.bytes += try event.get()
                 result.reads += 1
-                if ContinuousClock.now < deadline {
+                if ContinuousClock.now < deadline && !(pattern == "sequential" && next >= blocks) {
                     try submit(slot)
                     outstanding += 1
                 }
@@ -171,7 +173,7 @@ struct Bench: AsyncParsableCommand {
                 group.addTask {
                     var partial = Result()
                     var n = task
-                    while ContinuousClock.now < deadline {
+                    while ContinuousClock.now < deadline && !(pattern == "sequential" && n >= blocks) {
                         let begin = ContinuousClock.now
                         let data = try await file.read(
                             fromAbsoluteOffset: Int64(block(n, of: blocks) * blockSize), count: blockSize, options: options)

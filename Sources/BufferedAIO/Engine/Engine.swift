@@ -110,17 +110,36 @@ final class Engine: @unchecked Sendable {
         }
         let (fd, directFD, path, pins) = try descriptors(of: read)
         try validate(read, fd: fd, path: path)
+        let length = min(read.length, Self.maximumReadCount)
+        let request = Request(
+            serial: serials.wrappingAdd(1, ordering: .relaxed).oldValue, tag: read.tag, offset: read.offset,
+            length: length, buffer: read.buffer.baseAddress, path: path, sink: sink)
+
+        // Fast path, before any other syscall: a read whose data is all cached is one preadv2. A bad
+        // descriptor makes it fail, and the validation below then says exactly why.
+        var firstCopy: Int? = nil
+        if read.mode == .buffered && length > 0 {
+            let want = min(length, configuration.inlineCopyLimit)
+            let copied = system_preadv2(fd, request.buffer, want, read.offset, cbaio_RWF_NOWAIT)
+            if copied == length {
+                request.done = copied
+                request.finish(copied)
+                counters.completedInline.add(1)
+                counters.pagesFoundResident.add((copied + systemPageSize - 1) / systemPageSize)
+                counters.submitted.add(1)
+                sink.accept(request)
+                return .finished(request)
+            }
+            firstCopy = copied >= 0 ? copied : -Int(errno)
+        }
+
         var info = stat()
         guard system_fstat(fd, &info) == 0 else {
             throw .syscall("fstat", Errno(rawValue: errno), fd: fd, path: path, code: .badDescriptor)
         }
         try validateFile(fd: fd, info: info, path: path)
-
-        let length = min(read.length, Self.maximumReadCount)
-        let request = Request(
-            serial: serials.wrappingAdd(1, ordering: .relaxed).oldValue, tag: read.tag, offset: read.offset,
-            length: length, buffer: read.buffer.baseAddress, path: path, sink: sink)
-        let outcome = try start(request, read: read, fd: fd, directFD: directFD, pins: pins, info: info)
+        let outcome = try start(
+            request, read: read, fd: fd, directFD: directFD, pins: pins, info: info, firstCopy: firstCopy)
         counters.submitted.add(1)
         // The sink learns of the request before the poller can deliver it.
         sink.accept(request)
@@ -129,7 +148,8 @@ final class Engine: @unchecked Sendable {
     }
 
     private func start(
-        _ request: Request, read: ReadRequest, fd: Int32, directFD: Int32, pins: FilePins, info: stat
+        _ request: Request, read: ReadRequest, fd: Int32, directFD: Int32, pins: FilePins, info: stat,
+        firstCopy: Int?
     ) throws(BufferedAIOError) -> Outcome {
         let length = request.length
 
@@ -145,15 +165,22 @@ final class Engine: @unchecked Sendable {
         {
             return outcome
         }
-        return try submitBuffered(request, fd: fd, pin: pins.buffered, info: info)
+        return try submitBuffered(request, fd: fd, pin: pins.buffered, info: info, firstCopy: firstCopy)
     }
 
+    /// `firstCopy` is the fast path's RWF_NOWAIT result (bytes, or a negative errno) if it ran.
     private func submitBuffered(
-        _ request: Request, fd: Int32, pin: DescriptorPin?, info: stat
+        _ request: Request, fd: Int32, pin: DescriptorPin?, info: stat, firstCopy: Int?
     ) throws(BufferedAIOError) -> Outcome {
-        // Fast path: copy whatever cached prefix there is, bounded so one submit never copies without end.
+        // Copy whatever cached prefix there is, bounded so one submit never copies without end.
         let want = min(request.length, configuration.inlineCopyLimit)
-        let copied = system_preadv2(fd, request.buffer, want, request.offset, cbaio_RWF_NOWAIT)
+        var copied: Int
+        if let firstCopy {
+            copied = firstCopy
+        } else {
+            copied = system_preadv2(fd, request.buffer, want, request.offset, cbaio_RWF_NOWAIT)
+            if copied < 0 { copied = -Int(errno) }
+        }
         let fileEnd = Int64(info.st_size)
         var nowaitMissed = false
         if copied >= 0 {
@@ -168,13 +195,13 @@ final class Engine: @unchecked Sendable {
             }
             nowaitMissed = copied < want
         } else {
-            switch errno {
+            switch Int32(-copied) {
             case EAGAIN: nowaitMissed = true
             case EOPNOTSUPP, EINVAL: request.nowaitSupported = false
             default:
                 // EFAULT for a bad buffer, EIO: the kernel reports these in the event, and so do we.
                 request.failedCall = "preadv2"
-                request.finish(-Int(errno))
+                request.finish(copied)
                 return .finished(request)
             }
         }
