@@ -3,7 +3,7 @@
 // in the root never builds it. Run: cd Benchmarks && swift package benchmark
 import PackageDescription
 
-import class Foundation.URL
+import struct Foundation.URL
 
 // A path dependency's identity is its folder's name, which is whatever the clone is called.
 let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent

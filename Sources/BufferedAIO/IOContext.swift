@@ -125,6 +125,13 @@ public final class IOContext: Sendable {
             if let deadline {
                 remaining = deadline - ContinuousClock.now
                 if remaining! <= .zero { return events }
+            } else if engine.configuration.reaperWaitsInRead, let claimed = queue.claimPending() {
+                // Nothing is ready and the caller will wait as long as it takes: wait inside one pending
+                // read's pread, which wakes the moment its I/O ends, instead of for the poller's next pass.
+                engine.reapBlocking(claimed)
+                queue.retire([claimed])
+                events.append(claimed.event)
+                continue
             }
             queue.waitForReady(timeout: remaining)
         }
@@ -288,6 +295,17 @@ final class ReadyQueue: CompletionSink {
         guard !finished.isEmpty else { return }
         state.withLock { s in
             for request in finished { s.inFlight.removeValue(forKey: request.serial) }
+        }
+    }
+
+    /// Takes a buffered read still waiting for its pages away from the poller, for a reaper that would
+    /// otherwise sleep.
+    func claimPending() -> Request? {
+        state.withLock { s in
+            for request in s.inFlight.values where request.direct == nil && request.fd >= 0 {
+                if request.transition(from: .pending, to: .ready) { return request }
+            }
+            return nil
         }
     }
 

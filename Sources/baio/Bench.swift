@@ -50,6 +50,9 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
 
+    @Flag(help: "Never let a waiting reaper take a pending read into a blocking pread (EngineConfiguration.reaperWaitsInRead).")
+    var noReaperWaits = false
+
     func validate() throws {
         guard ["random", "sequential", "idle"].contains(pattern) else {
             throw ValidationError("--pattern must be random, sequential or idle, not '\(pattern)'")
@@ -68,6 +71,7 @@ struct Bench: AsyncParsableCommand {
     var engineConfiguration: EngineConfiguration {
         var configuration = EngineConfiguration()
         if let minimumPollMicroseconds { configuration.minimumPollInterval = .microseconds(minimumPollMicroseconds) }
+        configuration.reaperWaitsInRead = !noReaperWaits
         return configuration
     }
 

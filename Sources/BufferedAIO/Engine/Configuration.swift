@@ -38,6 +38,12 @@ public struct EngineConfiguration: Sendable, Hashable {
     /// completion and reap, before it falls back to a blocking pread.
     public var maximumRearms: Int = 2
 
+    /// When `IOContext.getEvents` has nothing ready and no timeout, the calling thread takes one pending
+    /// buffered read from the poller and waits for it in a blocking pread, which wakes the moment the I/O
+    /// ends, rather than sleeping until the poller's next pass notices some read. It lowers latency most at
+    /// small queue depths; the thread would have blocked anyway.
+    public var reaperWaitsInRead: Bool = true
+
     /// In ``ReadMode/automatic``, reads at least this long whose first page is not cached go direct.
     public var automaticDirectThreshold: Int = 1 << 20
 

@@ -361,6 +361,29 @@ final class Engine: @unchecked Sendable {
         return true
     }
 
+    /// Finishes a request its reaper claimed from the poller with a blocking pread: the caller had nothing
+    /// else to do but wait, and a pread sleeps on the page lock and wakes the moment the I/O ends.
+    /// Touches only the reaper's fields; the poller drops the request when it sees it is no longer pending.
+    func reapBlocking(_ request: Request) {
+        counters.reaperWaits.add(1)
+        counters.completed.add(1)
+        while request.done < request.length {
+            let count = system_pread(
+                request.fd, request.buffer! + request.done, request.length - request.done,
+                request.offset + Int64(request.done))
+            if count > 0 {
+                request.done += count
+            } else if count == 0 {
+                break
+            } else {
+                request.failedCall = "pread"
+                request.finish(request.done > 0 ? request.done : -Int(errno))
+                return
+            }
+        }
+        request.finish(request.done)
+    }
+
     /// The safety net: a blocking pread of what is left, so the data is always right even if the cache
     /// keeps losing it. The kernel's own short-count rule applies: bytes read before an error are returned.
     private func finishBlocking(_ request: Request) -> Bool {

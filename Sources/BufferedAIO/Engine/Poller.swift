@@ -87,7 +87,8 @@ struct Poller {
         var unprobed: [Request] = []
         probed.reserveCapacity(active.count)
         for request in active {
-            if request.state == .cancelled { continue }
+            // Cancelled, or claimed by a reaper that chose to wait in its pread: no longer ours.
+            if request.state != .pending { continue }
             guard budget > 0 else {
                 unprobed.append(request)
                 continue

@@ -29,6 +29,9 @@ public struct Statistics: Sendable, Hashable, CustomStringConvertible {
     public var stalls = 0
     /// Blocking preads the reaper did as the safety net.
     public var blockingReads = 0
+    /// Reads a reaper with nothing ready took from the poller and waited for in pread
+    /// (``EngineConfiguration/reaperWaitsInRead``).
+    public var reaperWaits = 0
     /// Reads done through O_DIRECT and libaio.
     public var directReads = 0
     /// Direct or automatic reads that fell back to the buffered path (no O_DIRECT descriptor, refused
@@ -45,7 +48,7 @@ public struct Statistics: Sendable, Hashable, CustomStringConvertible {
         pagesResident=\(pagesFoundResident) pagesMissing=\(pagesFoundMissing) \
         readaheadBytes=\(readaheadBytes) nowaitStartedBytes=\(nowaitStartedBytes) \
         pollPasses=\(pollPasses) pollProbes=\(pollProbes) rearms=\(rearms) stalls=\(stalls) \
-        blockingReads=\(blockingReads) directReads=\(directReads) directFallbacks=\(directFallbacks)
+        blockingReads=\(blockingReads) reaperWaits=\(reaperWaits) directReads=\(directReads) directFallbacks=\(directFallbacks)
         """
     }
 }
@@ -66,6 +69,7 @@ final class StatisticsCounters: Sendable {
     let rearms = Atomic<Int>(0)
     let stalls = Atomic<Int>(0)
     let blockingReads = Atomic<Int>(0)
+    let reaperWaits = Atomic<Int>(0)
     let directReads = Atomic<Int>(0)
     let directFallbacks = Atomic<Int>(0)
 
@@ -84,6 +88,7 @@ final class StatisticsCounters: Sendable {
         s.rearms = rearms.load(ordering: .relaxed)
         s.stalls = stalls.load(ordering: .relaxed)
         s.blockingReads = blockingReads.load(ordering: .relaxed)
+        s.reaperWaits = reaperWaits.load(ordering: .relaxed)
         s.directReads = directReads.load(ordering: .relaxed)
         s.directFallbacks = directFallbacks.load(ordering: .relaxed)
         return s
