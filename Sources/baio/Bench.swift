@@ -12,18 +12,22 @@ struct Bench: AsyncParsableCommand {
             The random pattern walks a permutation of the file's blocks, so no block is read twice until all
             have been; the sequential pattern reads the file once, like cat; the file is opened with POSIX_FADV_RANDOM, as fio does by default. CPU counts every
             thread of the process, the poller included. `--pattern idle` measures an engine with nothing to do.
+            `--pattern stream` streams the file once through the async API's chunks(), with --queue-depth
+            chunks in the window and a consumer that sleeps --consumer-delay microseconds per chunk, and
+            reports the peak resident memory against the window, to show the window bounds memory.
 
             Examples:
               baio bench /data/f --block-size 4K --queue-depth 32 --seconds 8 --evict
               baio bench /data/f --pattern sequential --block-size 1M --evict
               baio bench /data/f --api async --queue-depth 32 --json
               baio bench /data/f --pattern idle --seconds 2
+              baio bench /data/f --pattern stream --block-size 1M --queue-depth 8 --consumer-delay 2000
             """)
 
     @Argument(help: "The file to read.")
     var file: String
 
-    @Option(help: "random, sequential or idle.")
+    @Option(help: "random, sequential, idle or stream.")
     var pattern: String = "random"
 
     @Option(help: "Bytes per read (suffixes K, M, G).", transform: parseSize)
@@ -50,12 +54,15 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
 
+    @Option(help: "stream: microseconds the consumer sleeps per chunk (a slow consumer).")
+    var consumerDelay: Int = 0
+
     @Flag(help: "Never let a waiting reaper take a pending read into a blocking pread (EngineConfiguration.reaperWaitsInRead).")
     var noReaperWaits = false
 
     func validate() throws {
-        guard ["random", "sequential", "idle"].contains(pattern) else {
-            throw ValidationError("--pattern must be random, sequential or idle, not '\(pattern)'")
+        guard ["random", "sequential", "idle", "stream"].contains(pattern) else {
+            throw ValidationError("--pattern must be random, sequential, idle or stream, not '\(pattern)'")
         }
         guard ["buffered", "direct", "automatic"].contains(mode) else {
             throw ValidationError("--mode must be buffered, direct or automatic, not '\(mode)'")
@@ -86,6 +93,10 @@ struct Bench: AsyncParsableCommand {
         var completion = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
         var submit = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
         var statistics = Statistics()
+        /// stream: the most chunks in flight seen, and resident memory before and at the peak, in bytes.
+        var mostInFlight = 0
+        var residentBefore = 0
+        var residentPeak = 0
     }
 
     func run() async throws {
@@ -101,6 +112,8 @@ struct Bench: AsyncParsableCommand {
         var result: Result
         if pattern == "idle" {
             result = try idle()
+        } else if pattern == "stream" {
+            result = try await stream(opened)
         } else if api == "async" {
             result = try await runAsync(opened, blocks: blocks)
         } else {
@@ -203,6 +216,27 @@ struct Bench: AsyncParsableCommand {
         return result
     }
 
+    /// The whole file through chunks() once, with a consumer slower than the reads when --consumer-delay is set.
+    func stream(_ opened: BufferedFile) async throws -> Result {
+        var result = Result()
+        result.residentBefore = Self.peakResidentBytes()
+        let cpuStart = Self.cpuSeconds()
+        let start = ContinuousClock.now
+        let chunks = opened.chunks(chunkLength: blockSize, options: ReadOptions(mode: readMode, window: queueDepth))
+        let iterator = chunks.makeAsyncIterator()
+        while let chunk = try await iterator.next() {
+            result.mostInFlight = max(result.mostInFlight, iterator.readsInFlight)
+            result.bytes += chunk.count
+            result.reads += 1
+            if consumerDelay > 0 { try await Task.sleep(for: .microseconds(consumerDelay)) }
+        }
+        result.wall = secondsOf(ContinuousClock.now - start)
+        result.cpu = Self.cpuSeconds() - cpuStart
+        result.residentPeak = Self.peakResidentBytes()
+        result.statistics = try opened.engine.statistics
+        return result
+    }
+
     /// An engine with nothing to do: its poller should sleep and use no CPU.
     func idle() throws -> Result {
         let context = try IOContext(capacity: queueDepth, configuration: engineConfiguration)
@@ -239,6 +273,8 @@ struct Bench: AsyncParsableCommand {
                 ("slat_p50_us", formatted(us(result.submit, 50), places: 2)),
                 ("slat_p99_us", formatted(us(result.submit, 99), places: 2)),
                 ("completed_inline", "\(result.statistics.completedInline)"),
+                ("most_in_flight", "\(result.mostInFlight)"), ("window_bytes", "\(queueDepth * blockSize)"),
+                ("peak_rss_before_bytes", "\(result.residentBefore)"), ("peak_rss_bytes", "\(result.residentPeak)"),
                 ("poll_passes", "\(result.statistics.pollPasses)"),
             ]
             print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
@@ -256,6 +292,11 @@ struct Bench: AsyncParsableCommand {
         print(
             "CPU: \(formatted(cpuPercent))% of one core, \(formatted(cpuPerRead)) us per read, "
                 + "\(formatted(cpuPerGiB, places: 3)) s per GiB")
+        if pattern == "stream" {
+            print(
+                "memory: peak RSS \(result.residentPeak >> 20) MiB (\(result.residentBefore >> 20) MiB before streaming), "
+                    + "window \(queueDepth) x \(blockSize) bytes, at most \(result.mostInFlight) reads in flight")
+        }
         print("statistics: \(result.statistics)")
     }
 
@@ -265,6 +306,13 @@ struct Bench: AsyncParsableCommand {
         func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
         while gcd(stride, n) != 1 { stride += 2 }
         return stride % n
+    }
+
+    /// The process's peak resident set (ru_maxrss), in bytes.
+    static func peakResidentBytes() -> Int {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        return usage.ru_maxrss * 1024
     }
 
     static func cpuSeconds() -> Double {
