@@ -60,6 +60,9 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Never let a waiting reaper take a pending read into a blocking pread (EngineConfiguration.reaperWaitsInRead).")
     var noReaperWaits = false
 
+    @Flag(help: "Never let the poller wait in a pread for a lone pending read (EngineConfiguration.pollerWaitsForLoneRead).")
+    var noPollerWaits = false
+
     func validate() throws {
         guard ["random", "sequential", "idle", "stream"].contains(pattern) else {
             throw ValidationError("--pattern must be random, sequential, idle or stream, not '\(pattern)'")
@@ -79,6 +82,7 @@ struct Bench: AsyncParsableCommand {
         var configuration = EngineConfiguration()
         if let minimumPollMicroseconds { configuration.minimumPollInterval = .microseconds(minimumPollMicroseconds) }
         configuration.reaperWaitsInRead = !noReaperWaits
+        configuration.pollerWaitsForLoneRead = !noPollerWaits
         return configuration
     }
 

@@ -104,7 +104,10 @@ struct ReadBehaviourTests {
         configuration.inlineCopyLimit = 4096
         let stats = try readAndCheck(file, [(0, 64 << 20)], configuration: configuration)
         #expect(stats.readaheadBytes >= 60 << 20)
-        #expect(file.residentPages() == 16_384)
+        // The readahead figure above is what shows the chunking; residency here only shows the range went
+        // through the cache. Background reclaim on these machines takes a few just-read pages now and then
+        // (kernel-facts: eviction between completion and copy is real), hence the slack.
+        #expect(file.residentPages() >= 16_384 - 256)
     }
 
     @Test("1,000 concurrent random requests on an evicted 1 GiB file")

@@ -60,6 +60,12 @@ struct Poller {
                 sleepUntilWoken()
                 idleSince = nil
                 interval = engine.configuration.minimumPollInterval
+            } else if let lone = loneReadOffset() {
+                // At depth 1 a poll pass can only notice the I/O late; a blocking pread of one byte
+                // sleeps on the page lock and wakes when the I/O ends. The byte goes to scratch.
+                idleSince = nil
+                _ = system_pread(active[0].fd, scratch, 1, lone)
+                interval = engine.configuration.minimumPollInterval
             } else {
                 idleSince = nil
                 // Multiplicative increase while nothing completes, decrease when something does: the
@@ -172,6 +178,15 @@ struct Poller {
         var info = stat()
         guard system_fstat(request.fd, &info) == 0, request.runIndex < request.runs.count else { return }
         engine.issueReadahead(fd: request.fd, run: request.runs[request.runIndex], device: UInt64(info.st_dev))
+    }
+
+    /// The offset of the next unconfirmed page of the only pending read, when the poller should wait for it
+    /// in a pread (see ``EngineConfiguration/pollerWaitsForLoneRead``).
+    func loneReadOffset() -> Int64? {
+        guard engine.configuration.pollerWaitsForLoneRead, active.count == 1, direct.inFlight.isEmpty else { return nil }
+        let request = active[0]
+        guard request.state == .pending, request.runIndex < request.runs.count else { return nil }
+        return max(request.runs[request.runIndex].first * Int64(systemPageSize), request.offset)
     }
 
     /// The longest sleep while requests are pending: a quarter of the observed device latency, so a
