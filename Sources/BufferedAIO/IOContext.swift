@@ -64,10 +64,8 @@ public final class IOContext: Sendable {
                     queue.unreserve()
                     throw error
                 }
-                switch outcome {
-                case .finished(let request), .ready(let request): queue.deliver([request])
-                case .pending: break
-                }
+                // A finished read was queued by accept, in the same lock that tracked it.
+                if case .ready(let request) = outcome { queue.deliver([request]) }
                 accepted += 1
             } catch {
                 if accepted == 0 { throw error }
@@ -107,20 +105,26 @@ public final class IOContext: Sendable {
         }
         guard maximum > 0 else { return [] }
         let deadline = timeout.map { ContinuousClock.now + $0 }
-        guard queue.enterWaiter() else {
+        // Entering, taking, retiring and leaving share locks where they can: on a cached read the queue's
+        // locks are most of what the context adds to the preadv2.
+        guard var batch = queue.enterWaiter(taking: maximum) else {
             throw BufferedAIOError(.closed, "the context is closed", errno: .invalidArgument)
         }
-        defer { queue.leaveWaiter() }
+        var left = false
+        defer { if !left { queue.leaveWaiter() } }
         var events: [IOEvent] = []
         while true {
-            guard let batch = queue.take(maximum - events.count) else { return events }
-            var finished: [Request] = []
-            for request in batch where engine.reap(request) {
-                finished.append(request)
-                events.append(request.event)
+            var allReaped = true
+            for request in batch {
+                if engine.reap(request) {
+                    events.append(request.event)
+                } else {
+                    allReaped = false
+                }
             }
-            queue.retire(finished)
-            if events.count >= minimum || events.count == maximum { return events }
+            left = events.count >= minimum || events.count == maximum
+            queue.retire(batch, allReaped: allReaped, leaving: left)
+            if left { return events }
             var remaining: Duration? = nil
             if let deadline {
                 remaining = deadline - ContinuousClock.now
@@ -129,11 +133,12 @@ public final class IOContext: Sendable {
                 // Nothing is ready and the caller will wait as long as it takes: wait inside one pending
                 // read's pread, which wakes the moment its I/O ends, instead of for the poller's next pass.
                 engine.reapBlocking(claimed)
-                queue.retire([claimed])
-                events.append(claimed.event)
+                batch = [claimed]
                 continue
             }
             queue.waitForReady(timeout: remaining)
+            guard let next = queue.take(maximum - events.count) else { return events }
+            batch = next
         }
     }
 
@@ -180,6 +185,7 @@ public final class IOContext: Sendable {
     /// events become ready; it must not block. For bridges such as libbaio that signal a caller's eventfd.
     package func setReadyNotification(_ handler: @escaping @Sendable () -> Void) {
         queue.notification.withLock { $0 = handler }
+        queue.hasNotification.store(true, ordering: .releasing)
     }
 }
 
@@ -204,6 +210,24 @@ final class ReadyQueue: CompletionSink {
         /// The eventfd is written only when someone could be waiting on it: a reaper asleep in getEvents
         /// or a caller that took the descriptor. A busy caller that reaps what it submitted makes no
         /// eventfd syscalls at all.
+        mutating func take(_ count: Int, fd: Int32) -> [Request] {
+            let n = min(count, readyCount)
+            let batch = Array(ready[readyHead..<readyHead + n])
+            readyHead += n
+            if readyCount == 0 {
+                ready.removeAll(keepingCapacity: true)
+                readyHead = 0
+                if signalled {
+                    system_eventfd_drain(fd)
+                    signalled = false
+                }
+            } else if readyHead > 1024 {
+                ready.removeFirst(readyHead)
+                readyHead = 0
+            }
+            return batch
+        }
+
         mutating func signalIfWatched(_ fd: Int32) {
             if !signalled && readyCount > 0 && (sleepers > 0 || externalObserver) {
                 system_eventfd_signal(fd)
@@ -214,6 +238,8 @@ final class ReadyQueue: CompletionSink {
 
     let state = Mutex(State())
     let notification = Mutex<(@Sendable () -> Void)?>(nil)
+    /// Lets delivery skip the notification's lock when nobody set one (the common case).
+    let hasNotification = Atomic<Bool>(false)
     private let fd: Int32
     private let fdOpen = Atomic<Bool>(true)
 
@@ -251,11 +277,23 @@ final class ReadyQueue: CompletionSink {
 
     func unreserve() { state.withLock { $0.reservations -= 1 } }
 
+    /// Tracks the request, and queues it at once if it finished inside submit (a cached read).
     func accept(_ request: Request) {
-        state.withLock { s in
+        let finished = request.state == .finished
+        let delivered = state.withLock { s in
             s.reservations -= 1
             s.inFlight[request.serial] = request
+            guard finished && !s.closed else { return false }
+            s.ready.append(request)
+            s.signalIfWatched(fd)
+            return true
         }
+        if delivered { notify() }
+    }
+
+    private func notify() {
+        guard hasNotification.load(ordering: .acquiring) else { return }
+        if let handler = notification.withLock({ $0 }) { handler() }
     }
 
     func deliver(_ batch: [Request]) {
@@ -266,35 +304,26 @@ final class ReadyQueue: CompletionSink {
             s.signalIfWatched(fd)
             return true
         }
-        if delivered, let handler = notification.withLock({ $0 }) { handler() }
+        if delivered { notify() }
     }
 
     /// Up to `count` ready requests; nil once closed.
     func take(_ count: Int) -> [Request]? {
         state.withLock { s in
             if s.closed { return nil }
-            let n = min(count, s.readyCount)
-            let batch = Array(s.ready[s.readyHead..<s.readyHead + n])
-            s.readyHead += n
-            if s.readyCount == 0 {
-                s.ready.removeAll(keepingCapacity: true)
-                s.readyHead = 0
-                if s.signalled {
-                    system_eventfd_drain(fd)
-                    s.signalled = false
-                }
-            } else if s.readyHead > 1024 {
-                s.ready.removeFirst(s.readyHead)
-                s.readyHead = 0
-            }
-            return batch
+            return s.take(count, fd: fd)
         }
     }
 
-    func retire(_ finished: [Request]) {
-        guard !finished.isEmpty else { return }
+    /// Forgets the reaped requests of `batch` (all of them, or those no longer waiting for the poller when
+    /// some went back to it), and leaves the waiters in the same lock when the caller is done.
+    func retire(_ batch: [Request], allReaped: Bool, leaving: Bool) {
+        guard !batch.isEmpty || leaving else { return }
         state.withLock { s in
-            for request in finished { s.inFlight.removeValue(forKey: request.serial) }
+            for request in batch where allReaped || request.state == .finished || request.state == .cancelled {
+                s.inFlight.removeValue(forKey: request.serial)
+            }
+            if leaving { s.waiters -= 1 }
         }
     }
 
@@ -331,11 +360,12 @@ final class ReadyQueue: CompletionSink {
         state.withLock { $0.sleepers -= 1 }
     }
 
-    func enterWaiter() -> Bool {
+    /// Enters as a waiter and takes up to `count` ready requests; nil if the queue is closed.
+    func enterWaiter(taking count: Int) -> [Request]? {
         state.withLock { s in
-            if s.closed { return false }
+            if s.closed { return nil }
             s.waiters += 1
-            return true
+            return s.take(count, fd: fd)
         }
     }
 

@@ -449,7 +449,8 @@ final class Engine: @unchecked Sendable {
     }
 
     private func validate(_ read: ReadRequest, fd: Int32, path: String?) throws(BufferedAIOError) {
-        let name = BufferedAIOError.name(fd, path: path)
+        // Built only when failing: formatting it on every submit would cost an allocation per cached read.
+        var name: String { BufferedAIOError.name(fd, path: path) }
         guard read.offset >= 0 else {
             throw BufferedAIOError(
                 .invalidArgument, "negative offset \(read.offset) for \(name)", errno: .invalidArgument, path: path)
@@ -472,7 +473,8 @@ final class Engine: @unchecked Sendable {
     }
 
     private func validateFile(fd: Int32, info: stat, path: String?) throws(BufferedAIOError) {
-        let name = BufferedAIOError.name(fd, path: path)
+        // Built only when failing: formatting it on every submit would cost an allocation per cached read.
+        var name: String { BufferedAIOError.name(fd, path: path) }
         let flags = system_fcntl_getfl(fd)
         if flags & O_ACCMODE == O_WRONLY || flags & cbaio_O_PATH != 0 {
             throw BufferedAIOError(
