@@ -133,7 +133,12 @@ public final class IOContext: Sendable {
                 // Nothing is ready and the caller will wait as long as it takes: wait inside one pending
                 // read's pread, which wakes the moment its I/O ends, instead of for the poller's next pass.
                 engine.reapBlocking(claimed)
-                batch = [claimed]
+                events.append(claimed.event)
+                left = events.count >= minimum || events.count == maximum
+                queue.retire([claimed], allReaped: true, leaving: left)
+                if left { return events }
+                guard let next = queue.take(maximum - events.count) else { return events }
+                batch = next
                 continue
             }
             queue.waitForReady(timeout: remaining)

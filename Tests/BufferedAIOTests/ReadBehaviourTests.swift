@@ -32,7 +32,10 @@ struct ReadBehaviourTests {
             #expect(count == expected.count, "read \(index) at \(range.0)+\(range.1)", sourceLocation: sourceLocation)
             #expect(buffers[index].prefix(count) == expected, "read \(index) at \(range.0)+\(range.1)", sourceLocation: sourceLocation)
         }
-        return context.statistics
+        let stats = context.statistics
+        // Each read is counted once, whichever path finished it (inline, reaper copy, waiting reaper).
+        #expect(stats.submitted == requests.count && stats.completed == requests.count, "\(stats)", sourceLocation: sourceLocation)
+        return stats
     }
 
     @Test("a fully cached read completes inline in submit")
@@ -140,6 +143,32 @@ struct ReadBehaviourTests {
         #expect(buffer.prefix(1 << 20) == file.expected(4096, 1 << 20))
         let stats = context.statistics
         #expect(stats.rearms + stats.blockingReads >= 1)
+    }
+
+    @Test("a reaper waiting without a timeout finishes pending reads in its own pread, each counted once")
+    func waitingReaper() throws {
+        let file = try PatternFile(size: 16 << 20, name: "waiting")
+        file.evict()
+        let context = try IOContext(capacity: 4)
+        defer { context.close() }
+        let buffers = (0..<4).map { _ in ReadBuffer(4 << 20) }
+        // Reads of 4 MiB take milliseconds from the device, so none is ready when getEvents first looks.
+        let requests = (0..<4).map { i in
+            ReadRequest(descriptor: file.fd, offset: Int64(i) << 22, length: 4 << 20, into: buffers[i].bytes, tag: UInt64(i))
+        }
+        try context.submit(requests)
+        var seen = Set<UInt64>()
+        while seen.count < 4 {
+            for event in try context.getEvents(minimum: 1, maximum: 4) {
+                #expect(seen.insert(event.tag).inserted, "tag \(event.tag) delivered twice")
+                #expect(try event.get() == 4 << 20)
+            }
+        }
+        for i in 0..<4 { #expect(buffers[i].prefix(4 << 20) == file.expected(i << 22, 4 << 20), "read \(i)") }
+        let stats = context.statistics
+        // Nothing was ready when getEvents first ran (the file was evicted), so the caller waited in a read.
+        #expect(stats.reaperWaits >= 1, "\(stats)")
+        #expect(stats.completed == 4 && context.inFlight == 0, "\(stats)")
     }
 
     @Test("direct mode returns the same bytes as buffered, aligned and unaligned, across end of file")
