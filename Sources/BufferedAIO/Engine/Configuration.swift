@@ -44,10 +44,10 @@ public struct EngineConfiguration: Sendable, Hashable {
     /// small queue depths; the thread would have blocked anyway.
     public var reaperWaitsInRead: Bool = true
 
-    /// When exactly one buffered read is pending and no reaper waits for it (the async API, one await at a
-    /// time), the poller waits for that read's next missing page in a one-byte blocking pread instead of
-    /// polling, so the read completes the moment its I/O ends. New submissions wait at most that one I/O
-    /// for the poller to pick them up.
+    /// When one buffered read is pending and the depth has stayed at one for a few device latencies (the
+    /// async API, one await at a time), the poller waits for that read's next missing page in a one-byte
+    /// blocking pread instead of polling, so the read completes the moment its I/O ends. A read submitted
+    /// meanwhile waits at most that one I/O for the poller to notice it (its own I/O has already started).
     public var pollerWaitsForLoneRead: Bool = true
 
     /// In ``ReadMode/automatic``, reads at least this long whose first page is not cached go direct.

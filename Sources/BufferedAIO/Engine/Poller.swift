@@ -23,6 +23,8 @@ struct Poller {
         defer { scratch.deallocate() }
         var interval = engine.configuration.minimumPollInterval
         var idleSince: ContinuousClock.Instant? = nil
+        // When two or more reads were last pending together: a caller at depth 1 has none recently.
+        var lastDeep = ContinuousClock.now
         while true {
             let (incoming, stopping) = engine.inbox.withLock { inbox in
                 defer { inbox.requests.removeAll(keepingCapacity: true) }
@@ -46,6 +48,7 @@ struct Poller {
             direct.collect(into: &ready, buffered: &active)
             deliver(ready, now: now)
             engine.pollerPending.store(active.count + direct.inFlight.count, ordering: .relaxed)
+            if active.count + direct.inFlight.count > 1 { lastDeep = now }
 
             if active.isEmpty && direct.inFlight.isEmpty {
                 // A busy caller resubmits within microseconds of reaping. Waking a sleeping thread costs
@@ -60,9 +63,11 @@ struct Poller {
                 sleepUntilWoken()
                 idleSince = nil
                 interval = engine.configuration.minimumPollInterval
-            } else if let lone = loneReadOffset() {
+            } else if now - lastDeep > backoffCeiling() * 16, let lone = loneReadOffset() {
                 // At depth 1 a poll pass can only notice the I/O late; a blocking pread of one byte
-                // sleeps on the page lock and wakes when the I/O ends. The byte goes to scratch.
+                // sleeps on the page lock and wakes when the I/O ends. The byte goes to scratch. Only
+                // when the depth has stayed at 1 for a while: at depth 4 or 8 a new read submitted while
+                // the poller sleeps in the pread would wait for the old one (measured: 15-20 % fewer IOPS).
                 idleSince = nil
                 _ = system_pread(active[0].fd, scratch, 1, lone)
                 interval = engine.configuration.minimumPollInterval
