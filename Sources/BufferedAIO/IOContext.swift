@@ -57,15 +57,22 @@ public final class IOContext: Sendable {
         for read in requests {
             do throws(BufferedAIOError) {
                 try queue.reserve(capacity: capacity)
-                let outcome: Engine.Outcome
                 do {
-                    outcome = try engine.submit(read, sink: queue)
+                    switch try engine.submitFast(read) {
+                    case .copied(let count):
+                        // A cached read: its event is all that is left of it.
+                        queue.deliverCopied(IOEvent(tag: read.tag, result: .success(count)))
+                    case .slow(let prepared):
+                        // A read that finished in the slow path was queued by accept, in the lock that
+                        // tracked it.
+                        if case .ready(let request) = try engine.submitSlow(prepared, sink: queue) {
+                            queue.deliver([request])
+                        }
+                    }
                 } catch {
                     queue.unreserve()
                     throw error
                 }
-                // A finished read was queued by accept, in the same lock that tracked it.
-                if case .ready(let request) = outcome { queue.deliver([request]) }
                 accepted += 1
             } catch {
                 if accepted == 0 { throw error }
@@ -107,12 +114,14 @@ public final class IOContext: Sendable {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         // Entering, taking, retiring and leaving share locks where they can: on a cached read the queue's
         // locks are most of what the context adds to the preadv2.
-        guard var batch = queue.enterWaiter(taking: maximum) else {
+        // Events of cached reads come straight from the queue; delivered requests need the reaper's copy.
+        var events: [IOEvent] = []
+        guard var batch = queue.enterWaiter(taking: maximum, into: &events) else {
             throw BufferedAIOError(.closed, "the context is closed", errno: .invalidArgument)
         }
+        engine.counters.completed.add(events.count)
         var left = false
         defer { if !left { queue.leaveWaiter() } }
-        var events: [IOEvent] = []
         while true {
             var allReaped = true
             for request in batch {
@@ -137,12 +146,12 @@ public final class IOContext: Sendable {
                 left = events.count >= minimum || events.count == maximum
                 queue.retire([claimed], allReaped: true, leaving: left)
                 if left { return events }
-                guard let next = queue.take(maximum - events.count) else { return events }
+                guard let next = take(maximum - events.count, into: &events) else { return events }
                 batch = next
                 continue
             }
             queue.waitForReady(timeout: remaining)
-            guard let next = queue.take(maximum - events.count) else { return events }
+            guard let next = take(maximum - events.count, into: &events) else { return events }
             batch = next
         }
     }
@@ -155,6 +164,13 @@ public final class IOContext: Sendable {
     /// for file reads too); their events arrive as usual.
     ///
     /// - Returns: Whether a read was cancelled.
+    /// Takes ready work for getEvents, counting the cached reads' events it moves as completed.
+    private func take(_ count: Int, into events: inout [IOEvent]) -> [Request]? {
+        let before = events.count
+        defer { engine.counters.completed.add(events.count - before) }
+        return queue.take(count, into: &events)
+    }
+
     @discardableResult
     public func cancel(tag: UInt64) -> Bool {
         guard let request = queue.cancel(tag: tag) else { return false }
@@ -200,6 +216,9 @@ final class ReadyQueue: CompletionSink {
     struct State {
         var ready: [Request] = []
         var readyHead = 0
+        /// Events of reads that finished inside submit, with no request object behind them.
+        var copied: [IOEvent] = []
+        var copiedHead = 0
         var inFlight: [UInt64: Request] = [:]
         var reservations = 0
         var closed = false
@@ -210,26 +229,46 @@ final class ReadyQueue: CompletionSink {
         var externalObserver = false
         /// The eventfd has been written since it was last drained.
         var signalled = false
-        var readyCount: Int { ready.count - readyHead }
+        var readyCount: Int { ready.count - readyHead + copied.count - copiedHead }
+        /// Submitted and not yet reaped: what the capacity bounds.
+        var outstanding: Int { inFlight.count + reservations + copied.count - copiedHead }
+
+        mutating func drainEventFDIfEmpty(_ fd: Int32) {
+            if readyCount == 0 && signalled {
+                system_eventfd_drain(fd)
+                signalled = false
+            }
+        }
 
         /// The eventfd is written only when someone could be waiting on it: a reaper asleep in getEvents
         /// or a caller that took the descriptor. A busy caller that reaps what it submitted makes no
         /// eventfd syscalls at all.
-        mutating func take(_ count: Int, fd: Int32) -> [Request] {
-            let n = min(count, readyCount)
+        /// Moves up to `count` events of reads that finished inside submit into `events`, then takes
+        /// delivered requests for the rest of `count`.
+        mutating func take(_ count: Int, fd: Int32, into events: inout [IOEvent]) -> [Request] {
+            let copies = min(count, copied.count - copiedHead)
+            if copies > 0 {
+                events.append(contentsOf: copied[copiedHead..<copiedHead + copies])
+                copiedHead += copies
+                if copiedHead == copied.count {
+                    copied.removeAll(keepingCapacity: true)
+                    copiedHead = 0
+                } else if copiedHead > 1024 {
+                    copied.removeFirst(copiedHead)
+                    copiedHead = 0
+                }
+            }
+            let n = min(count - copies, ready.count - readyHead)
             let batch = Array(ready[readyHead..<readyHead + n])
             readyHead += n
-            if readyCount == 0 {
+            if readyHead == ready.count {
                 ready.removeAll(keepingCapacity: true)
                 readyHead = 0
-                if signalled {
-                    system_eventfd_drain(fd)
-                    signalled = false
-                }
             } else if readyHead > 1024 {
                 ready.removeFirst(readyHead)
                 readyHead = 0
             }
+            drainEventFDIfEmpty(fd)
             return batch
         }
 
@@ -264,12 +303,12 @@ final class ReadyQueue: CompletionSink {
         }
         return fdOpen.load(ordering: .acquiring) ? fd : -1
     }
-    var inFlightCount: Int { state.withLock { $0.inFlight.count } }
+    var inFlightCount: Int { state.withLock { $0.inFlight.count + $0.copied.count - $0.copiedHead } }
 
     func reserve(capacity: Int) throws(BufferedAIOError) {
         let result: BufferedAIOError? = state.withLock { s in
             if s.closed { return BufferedAIOError(.closed, "the context is closed", errno: .invalidArgument) }
-            if s.inFlight.count + s.reservations >= capacity {
+            if s.outstanding >= capacity {
                 return BufferedAIOError(
                     .wouldBlock, "the context is full (\(capacity) reads in flight): reap events first",
                     errno: .resourceTemporarilyUnavailable)
@@ -282,7 +321,19 @@ final class ReadyQueue: CompletionSink {
 
     func unreserve() { state.withLock { $0.reservations -= 1 } }
 
-    /// Tracks the request, and queues it at once if it finished inside submit (a cached read).
+    /// Queues the event of a read that finished inside submit, in place of its reservation.
+    func deliverCopied(_ event: IOEvent) {
+        let delivered = state.withLock { s in
+            s.reservations -= 1
+            guard !s.closed else { return false }
+            s.copied.append(event)
+            s.signalIfWatched(fd)
+            return true
+        }
+        if delivered { notify() }
+    }
+
+    /// Tracks the request, and queues it at once if it finished inside submit.
     func accept(_ request: Request) {
         let finished = request.state == .finished
         let delivered = state.withLock { s in
@@ -313,10 +364,10 @@ final class ReadyQueue: CompletionSink {
     }
 
     /// Up to `count` ready requests; nil once closed.
-    func take(_ count: Int) -> [Request]? {
+    func take(_ count: Int, into events: inout [IOEvent]) -> [Request]? {
         state.withLock { s in
             if s.closed { return nil }
-            return s.take(count, fd: fd)
+            return s.take(count, fd: fd, into: &events)
         }
     }
 
@@ -366,11 +417,11 @@ final class ReadyQueue: CompletionSink {
     }
 
     /// Enters as a waiter and takes up to `count` ready requests; nil if the queue is closed.
-    func enterWaiter(taking count: Int) -> [Request]? {
+    func enterWaiter(taking count: Int, into events: inout [IOEvent]) -> [Request]? {
         state.withLock { s in
             if s.closed { return nil }
             s.waiters += 1
-            return s.take(count, fd: fd)
+            return s.take(count, fd: fd, into: &events)
         }
     }
 
@@ -392,6 +443,8 @@ final class ReadyQueue: CompletionSink {
             defer {
                 s.ready.removeAll()
                 s.readyHead = 0
+                s.copied.removeAll()
+                s.copiedHead = 0
                 s.inFlight.removeAll()
             }
             return (s.ready, s.inFlight)

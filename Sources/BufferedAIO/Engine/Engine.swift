@@ -103,43 +103,81 @@ final class Engine: @unchecked Sendable {
     /// The kernel's MAX_RW_COUNT: longer reads are silently clamped, as `read(2)` does.
     static let maximumReadCount = 0x7fff_f000
 
-    /// Validates, pins and starts one read. Never waits for data I/O.
-    func submit(_ read: ReadRequest, sink: CompletionSink) throws(BufferedAIOError) -> Outcome {
+    /// A read past its fast path: validated, its descriptors pinned, and the fast path's result kept so the
+    /// slow path does not repeat the syscall.
+    struct Prepared {
+        let read: ReadRequest
+        let fd: Int32
+        let directFD: Int32
+        let path: String?
+        let pins: FilePins
+        let length: Int
+        /// The fast path's RWF_NOWAIT result (bytes, or a negative errno), if it ran.
+        let firstCopy: Int?
+    }
+
+    enum FastOutcome {
+        /// Every byte was cached and is now in the caller's buffer: no request object is needed.
+        case copied(Int)
+        case slow(Prepared)
+    }
+
+    /// Validates one read and tries the cached case: one preadv2(RWF_NOWAIT) of the whole range.
+    func submitFast(_ read: ReadRequest) throws(BufferedAIOError) -> FastOutcome {
         guard !isStopped else {
             throw BufferedAIOError(.closed, "the context is closed", errno: .badFileDescriptor)
         }
         let (fd, directFD, path, pins) = try descriptors(of: read)
         try validate(read, fd: fd, path: path)
         let length = min(read.length, Self.maximumReadCount)
-        let request = Request(
-            serial: serials.wrappingAdd(1, ordering: .relaxed).oldValue, tag: read.tag, offset: read.offset,
-            length: length, buffer: read.buffer.baseAddress, path: path, sink: sink)
-
-        // Fast path, before any other syscall: a read whose data is all cached is one preadv2. A bad
-        // descriptor makes it fail, and the validation below then says exactly why.
+        // Before any other syscall: a bad descriptor makes it fail, and the slow path's validation then
+        // says exactly why.
         var firstCopy: Int? = nil
         if read.mode == .buffered && length > 0 {
             let want = min(length, configuration.inlineCopyLimit)
-            let copied = system_preadv2(fd, request.buffer, want, read.offset, cbaio_RWF_NOWAIT)
+            let copied = system_preadv2(fd, read.buffer.baseAddress, want, read.offset, cbaio_RWF_NOWAIT)
             if copied == length {
-                request.done = copied
-                request.finish(copied)
                 counters.completedInline.add(1)
                 counters.pagesFoundResident.add((copied + systemPageSize - 1) / systemPageSize)
                 counters.submitted.add(1)
-                sink.accept(request)
-                return .finished(request)
+                return .copied(copied)
             }
             firstCopy = copied >= 0 ? copied : -Int(errno)
         }
+        return .slow(
+            Prepared(read: read, fd: fd, directFD: directFD, path: path, pins: pins, length: length, firstCopy: firstCopy))
+    }
 
+    /// Validates, pins and starts one read. Never waits for data I/O.
+    func submit(_ read: ReadRequest, sink: CompletionSink) throws(BufferedAIOError) -> Outcome {
+        switch try submitFast(read) {
+        case .copied(let count):
+            let request = Request(
+                serial: serials.wrappingAdd(1, ordering: .relaxed).oldValue, tag: read.tag, offset: read.offset,
+                length: count, buffer: read.buffer.baseAddress, path: nil, sink: sink)
+            request.done = count
+            request.finish(count)
+            sink.accept(request)
+            return .finished(request)
+        case .slow(let prepared):
+            return try submitSlow(prepared, sink: sink)
+        }
+    }
+
+    /// The rest of ``submit(_:sink:)`` for a read the fast path could not finish.
+    func submitSlow(_ prepared: Prepared, sink: CompletionSink) throws(BufferedAIOError) -> Outcome {
+        let (read, fd, path) = (prepared.read, prepared.fd, prepared.path)
+        let request = Request(
+            serial: serials.wrappingAdd(1, ordering: .relaxed).oldValue, tag: read.tag, offset: read.offset,
+            length: prepared.length, buffer: read.buffer.baseAddress, path: path, sink: sink)
         var info = stat()
         guard system_fstat(fd, &info) == 0 else {
             throw .syscall("fstat", Errno(rawValue: errno), fd: fd, path: path, code: .badDescriptor)
         }
         try validateFile(fd: fd, info: info, path: path)
         let outcome = try start(
-            request, read: read, fd: fd, directFD: directFD, pins: pins, info: info, firstCopy: firstCopy)
+            request, read: read, fd: fd, directFD: prepared.directFD, pins: prepared.pins, info: info,
+            firstCopy: prepared.firstCopy)
         counters.submitted.add(1)
         // The sink learns of the request before the poller can deliver it.
         sink.accept(request)
