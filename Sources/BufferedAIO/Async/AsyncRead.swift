@@ -160,6 +160,7 @@ extension BufferedFile {
         -> [UInt8]
     {
         try Task.checkCancellation()
+        if let cached = try readCached(fromAbsoluteOffset: offset, count: count, options: options) { return cached }
         var read = try AsyncRead.start(self, engine: engine.engine, offset: offset, length: count, mode: options.mode)
         let bytes = try await read.complete(engine: engine.engine)
         return Array(UnsafeRawBufferPointer(rebasing: read.sink.buffer[..<bytes]))
@@ -175,11 +176,45 @@ extension BufferedFile {
         fromAbsoluteOffset offset: Int64, into buffer: UnsafeMutableRawBufferPointer,
         options: ReadOptions = ReadOptions()
     ) async throws -> Int {
-        // The engine reads into a buffer the sink owns, so that a cancelled read can never write the
-        // caller's memory after this returns; the copy out is the price of that guarantee.
+        try Task.checkCancellation()
+        // A cached read is one synchronous preadv2, so it may go straight into the caller's memory.
+        let engine = try self.engine.engine
+        if options.mode == .buffered && buffer.count > 0 && buffer.count <= engine.configuration.inlineCopyLimit,
+            case .copied(let count) = try engine.submitFast(
+                ReadRequest(.file(self), offset: offset, length: buffer.count, into: buffer, mode: .buffered))
+        {
+            engine.counters.completed.add(1)
+            return count
+        }
+        // Otherwise the engine reads into a buffer the sink owns, so that a cancelled read can never write
+        // the caller's memory after this returns; the copy out is the price of that guarantee.
         let bytes = try await read(fromAbsoluteOffset: offset, count: buffer.count, options: options)
         bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
         return bytes.count
+    }
+
+    /// The bytes at `offset` if every one of them is cached: one preadv2 into the array that is returned,
+    /// with no request, sink or suspension. Nil when the read needs the engine's slow path.
+    private func readCached(fromAbsoluteOffset offset: Int64, count: Int, options: ReadOptions) throws(BufferedAIOError)
+        -> [UInt8]?
+    {
+        let engine = try self.engine.engine
+        guard options.mode == .buffered, count > 0, count <= engine.configuration.inlineCopyLimit else { return nil }
+        var outcome: Engine.FastOutcome? = nil
+        var failure: BufferedAIOError? = nil
+        let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            do throws(BufferedAIOError) {
+                outcome = try engine.submitFast(
+                    ReadRequest(.file(self), offset: offset, length: count, into: UnsafeMutableRawBufferPointer(buffer), mode: .buffered))
+            } catch {
+                failure = error
+            }
+            if case .copied(let n) = outcome { initialized = n } else { initialized = 0 }
+        }
+        if let failure { throw failure }
+        guard case .copied = outcome else { return nil }
+        engine.counters.completed.add(1)
+        return bytes
     }
 
     /// Reads the whole file, refusing files larger than `maximumSize` so a huge file cannot exhaust memory
