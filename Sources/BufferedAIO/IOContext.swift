@@ -214,11 +214,9 @@ public final class IOContext: Sendable {
 /// Requests hold this, not the context, so a context can be freed with reads still referenced.
 final class ReadyQueue: CompletionSink {
     struct State {
-        var ready: [Request] = []
-        var readyHead = 0
+        var ready = FrontQueue<Request>()
         /// Events of reads that finished inside submit, with no request object behind them.
-        var copied: [IOEvent] = []
-        var copiedHead = 0
+        var copied = FrontQueue<IOEvent>()
         var inFlight: [UInt64: Request] = [:]
         var reservations = 0
         var closed = false
@@ -229,9 +227,9 @@ final class ReadyQueue: CompletionSink {
         var externalObserver = false
         /// The eventfd has been written since it was last drained.
         var signalled = false
-        var readyCount: Int { ready.count - readyHead + copied.count - copiedHead }
+        var readyCount: Int { ready.count + copied.count }
         /// Submitted and not yet reaped: what the capacity bounds.
-        var outstanding: Int { inFlight.count + reservations + copied.count - copiedHead }
+        var outstanding: Int { inFlight.count + reservations + copied.count }
 
         mutating func drainEventFDIfEmpty(_ fd: Int32) {
             if readyCount == 0 && signalled {
@@ -240,38 +238,20 @@ final class ReadyQueue: CompletionSink {
             }
         }
 
-        /// The eventfd is written only when someone could be waiting on it: a reaper asleep in getEvents
-        /// or a caller that took the descriptor. A busy caller that reaps what it submitted makes no
-        /// eventfd syscalls at all.
         /// Moves up to `count` events of reads that finished inside submit into `events`, then takes
         /// delivered requests for the rest of `count`.
         mutating func take(_ count: Int, fd: Int32, into events: inout [IOEvent]) -> [Request] {
-            let copies = min(count, copied.count - copiedHead)
-            if copies > 0 {
-                events.append(contentsOf: copied[copiedHead..<copiedHead + copies])
-                copiedHead += copies
-                if copiedHead == copied.count {
-                    copied.removeAll(keepingCapacity: true)
-                    copiedHead = 0
-                } else if copiedHead > 1024 {
-                    copied.removeFirst(copiedHead)
-                    copiedHead = 0
-                }
-            }
-            let n = min(count - copies, ready.count - readyHead)
-            let batch = Array(ready[readyHead..<readyHead + n])
-            readyHead += n
-            if readyHead == ready.count {
-                ready.removeAll(keepingCapacity: true)
-                readyHead = 0
-            } else if readyHead > 1024 {
-                ready.removeFirst(readyHead)
-                readyHead = 0
-            }
+            let before = events.count
+            copied.take(count) { events.append(contentsOf: $0) }
+            var batch: [Request] = []
+            ready.take(count - (events.count - before)) { batch = Array($0) }
             drainEventFDIfEmpty(fd)
             return batch
         }
 
+        /// The eventfd is written only when someone could be waiting on it: a reaper asleep in getEvents
+        /// or a caller that took the descriptor. A busy caller that reaps what it submitted makes no
+        /// eventfd syscalls at all.
         mutating func signalIfWatched(_ fd: Int32) {
             if !signalled && readyCount > 0 && (sleepers > 0 || externalObserver) {
                 system_eventfd_signal(fd)
@@ -303,7 +283,7 @@ final class ReadyQueue: CompletionSink {
         }
         return fdOpen.load(ordering: .acquiring) ? fd : -1
     }
-    var inFlightCount: Int { state.withLock { $0.inFlight.count + $0.copied.count - $0.copiedHead } }
+    var inFlightCount: Int { state.withLock { $0.inFlight.count + $0.copied.count } }
 
     func reserve(capacity: Int) throws(BufferedAIOError) {
         let result: BufferedAIOError? = state.withLock { s in
@@ -441,10 +421,8 @@ final class ReadyQueue: CompletionSink {
         let dropped = state.withLock { s in
             s.closed = true
             defer {
-                s.ready.removeAll()
-                s.readyHead = 0
-                s.copied.removeAll()
-                s.copiedHead = 0
+                s.ready = FrontQueue()
+                s.copied = FrontQueue()
                 s.inFlight.removeAll()
             }
             return (s.ready, s.inFlight)
@@ -455,5 +433,32 @@ final class ReadyQueue: CompletionSink {
         // Waiters leave promptly: each wakes from ppoll on the now-readable eventfd and sees `closed`.
         while state.withLock({ $0.waiters }) > 0 { sched_yield() }
         if fdOpen.exchange(false, ordering: .acquiringAndReleasing) { _ = system_close(fd) }
+    }
+}
+
+/// An array consumed from the front, without moving the rest on every take.
+struct FrontQueue<Element> {
+    private var items: [Element] = []
+    private var head = 0
+
+    var count: Int { items.count - head }
+
+    mutating func append(_ item: Element) { items.append(item) }
+
+    mutating func append(contentsOf more: [Element]) { items.append(contentsOf: more) }
+
+    /// Hands up to `limit` elements from the front to `body`, then forgets them.
+    mutating func take(_ limit: Int, _ body: (ArraySlice<Element>) -> Void) {
+        let n = min(limit, count)
+        guard n > 0 else { return }
+        body(items[head..<head + n])
+        head += n
+        if head == items.count {
+            items.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head > 1024 {
+            items.removeFirst(head)
+            head = 0
+        }
     }
 }
