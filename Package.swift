@@ -37,14 +37,21 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
+        // Shared by both test targets: ext4 scratch files (the temp dir, or a loop-mounted image as root),
+        // the pread oracle, page-cache control checked with mincore, and leak counters.
+        .target(
+            name: "TestSupport",
+            dependencies: ["BufferedAIO", "CBufferedAIO"],
+            path: "Tests/TestSupport"
+        ),
         .testTarget(
             name: "BufferedAIOTests",
-            dependencies: ["BufferedAIO", "CBufferedAIO"]
+            dependencies: ["BufferedAIO", "CBufferedAIO", "TestSupport"]
         ),
         // End-to-end tests of the built `baio` binary against coreutils.
         .testTarget(
             name: "BAIOCommandTests",
-            dependencies: ["BufferedAIO"]
+            dependencies: ["BufferedAIO", "TestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,5 +1,6 @@
 // Tests of the async API (BufferedFile reads, chunks, cancellation) against a plain pread oracle on ext4.
 import BufferedAIO
+import TestSupport
 import Glibc
 import Testing
 

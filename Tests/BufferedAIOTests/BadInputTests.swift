@@ -1,6 +1,7 @@
 // Every bad input gets a typed error naming the file and the cause, matching the kernel's errno contract
 // (shared/brief/errno-contract.md), and nothing is left in flight.
 import BufferedAIO
+import TestSupport
 import Glibc
 import Testing
 

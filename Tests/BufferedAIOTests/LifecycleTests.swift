@@ -1,6 +1,7 @@
 // Closing, cancelling, pinning and leaking: a context closed with reads in flight returns promptly and
 // leaves no thread, descriptor, mapping or libaio context behind.
 import BufferedAIO
+import TestSupport
 import Glibc
 import Synchronization
 import Testing

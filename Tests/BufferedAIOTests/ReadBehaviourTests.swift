@@ -1,6 +1,7 @@
 // The engine's reads through IOContext, one test per behaviour, each checked against a plain pread of the
 // same file and, where it matters, against mincore residency.
 import BufferedAIO
+import TestSupport
 import Glibc
 import Testing
 

@@ -1,4 +1,4 @@
-// Test support: scratch files on ext4 with known content, a plain-pread oracle, and page-cache control
+// Test support (both test targets): scratch files on ext4 with known content, a plain-pread oracle, and page-cache control
 // checked with mincore.
 import BufferedAIO
 import CBufferedAIO
@@ -7,10 +7,10 @@ import Testing
 
 /// Where test files live: the temp dir if it is ext4; else, as root, a loop-mounted ext4 image; else
 /// nowhere, with the reason.
-enum Scratch {
-    static let ext4Magic: Int = 0xEF53
+public enum Scratch {
+    public static let ext4Magic: Int = 0xEF53
 
-    static let location: Result<String, SkipReason> = {
+    public static let location: Result<String, SkipReason> = {
         let temp = String(cString: getenv("TMPDIR") ?? strdup("/tmp"))
         if isExt4(temp) { return .success(temp) }
         guard geteuid() == 0 else {
@@ -28,21 +28,21 @@ enum Scratch {
         return .success(mount)
     }()
 
-    static var directory: String? { try? location.get() }
-    static var available: Bool { directory != nil }
-    static var skipReason: Comment {
+    public static var directory: String? { try? location.get() }
+    public static var available: Bool { directory != nil }
+    public static var skipReason: Comment {
         switch location {
         case .success: "ext4 available"
         case .failure(let reason): Comment(rawValue: reason.text)
         }
     }
 
-    static func isExt4(_ path: String) -> Bool {
+    public static func isExt4(_ path: String) -> Bool {
         cbaio_filesystem_type(path) == ext4Magic
     }
 
     @discardableResult
-    static func shell(_ script: String) -> Int32 {
+    public static func shell(_ script: String) -> Int32 {
         var pid: pid_t = 0
         let arguments = ["/bin/sh", "-c", script]
         var argv = arguments.map { strdup($0) } + [nil]
@@ -54,21 +54,21 @@ enum Scratch {
     }
 }
 
-struct SkipReason: Error {
-    let text: String
-    init(_ text: String) { self.text = text }
+public struct SkipReason: Error {
+    public let text: String
+    public init(_ text: String) { self.text = text }
 }
 
 /// A file on ext4 with pattern content (and optional holes), an independent read-only descriptor for the
 /// oracle, and removal on deinit.
-final class PatternFile: Sendable {
-    let path: String
-    let size: Int
-    let fd: Int32
-    let seed: Int
+public final class PatternFile: Sendable {
+    public let path: String
+    public let size: Int
+    public let fd: Int32
+    public let seed: Int
 
     /// - Parameter holes: byte ranges left unwritten (they read as zeros).
-    init(size: Int, name: String, holes: [Range<Int>] = [], mode: mode_t = 0o644) throws {
+    public init(size: Int, name: String, holes: [Range<Int>] = [], mode: mode_t = 0o644) throws {
         let directory = try Scratch.location.get()
         path = "\(directory)/baio-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).bin"
         self.size = size
@@ -119,7 +119,7 @@ final class PatternFile: Sendable {
     }
 
     /// The oracle: what a plain pread of the file returns.
-    func expected(_ offset: Int, _ count: Int) -> [UInt8] {
+    public func expected(_ offset: Int, _ count: Int) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         var done = 0
         while done < count {
@@ -131,7 +131,7 @@ final class PatternFile: Sendable {
     }
 
     /// Drops the file from the page cache and checks with mincore that nothing is left.
-    func evict(sourceLocation: SourceLocation = #_sourceLocation) {
+    public func evict(sourceLocation: SourceLocation = #_sourceLocation) {
         for _ in 0..<5 {
             PageCache.evict(descriptor: fd)
             if residentPages() == 0 { return }
@@ -140,7 +140,7 @@ final class PatternFile: Sendable {
     }
 
     /// Caches exactly one page: a read through a descriptor advised POSIX_FADV_RANDOM gets no readahead.
-    func warmPage(_ page: Int) {
+    public func warmPage(_ page: Int) {
         let exact = open(path, O_RDONLY | O_CLOEXEC)
         defer { close(exact) }
         posix_fadvise(exact, 0, 0, POSIX_FADV_RANDOM)
@@ -149,12 +149,12 @@ final class PatternFile: Sendable {
     }
 
     /// Reads the range in right before use: idle page cache is evicted after about 30 s on these machines.
-    func warm(_ offset: Int = 0, _ count: Int? = nil) {
+    public func warm(_ offset: Int = 0, _ count: Int? = nil) {
         _ = expected(offset, count ?? size - offset)
     }
 
     /// Resident pages per mincore (the oracle for residency).
-    func residentPages(_ offset: Int = 0, _ count: Int? = nil) -> Int {
+    public func residentPages(_ offset: Int = 0, _ count: Int? = nil) -> Int {
         let length = count ?? size - offset
         guard length > 0 else { return 0 }
         let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
@@ -173,18 +173,18 @@ final class PatternFile: Sendable {
 }
 
 /// A buffer for one read, freed on deinit.
-final class ReadBuffer: @unchecked Sendable {
-    let bytes: UnsafeMutableRawBufferPointer
-    init(_ count: Int, alignment: Int = 16) {
+public final class ReadBuffer: @unchecked Sendable {
+    public let bytes: UnsafeMutableRawBufferPointer
+    public init(_ count: Int, alignment: Int = 16) {
         bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: Swift.max(count, 1), alignment: alignment)
         bytes.initializeMemory(as: UInt8.self, repeating: 0xAA)
     }
     deinit { bytes.deallocate() }
-    func prefix(_ count: Int) -> [UInt8] { Array(bytes.prefix(count)) }
+    public func prefix(_ count: Int) -> [UInt8] { Array(bytes.prefix(count)) }
 }
 
 /// Collects events until `count` have arrived (or the context stops delivering).
-func collect(_ context: IOContext, _ count: Int) throws -> [UInt64: IOEvent] {
+public func collect(_ context: IOContext, _ count: Int) throws -> [UInt64: IOEvent] {
     var events: [UInt64: IOEvent] = [:]
     while events.count < count {
         let batch = try context.getEvents(minimum: 1, maximum: count - events.count, timeout: .seconds(60))
@@ -195,7 +195,7 @@ func collect(_ context: IOContext, _ count: Int) throws -> [UInt64: IOEvent] {
 }
 
 /// The process's open descriptors that point at `path`.
-func descriptors(pointingAt path: String) -> Int {
+public func descriptors(pointingAt path: String) -> Int {
     guard let directory = opendir("/proc/self/fd") else { return -1 }
     defer { closedir(directory) }
     var count = 0
@@ -208,7 +208,7 @@ func descriptors(pointingAt path: String) -> Int {
     return count
 }
 
-func openDescriptorCount() -> Int {
+public func openDescriptorCount() -> Int {
     guard let directory = opendir("/proc/self/fd") else { return -1 }
     defer { closedir(directory) }
     var count = 0
@@ -217,7 +217,7 @@ func openDescriptorCount() -> Int {
 }
 
 /// Whether a thread with this name exists in the process.
-func threadExists(named name: String) -> Bool {
+public func threadExists(named name: String) -> Bool {
     guard let directory = opendir("/proc/self/task") else { return false }
     defer { closedir(directory) }
     while let entry = readdir(directory) {
@@ -234,7 +234,7 @@ func threadExists(named name: String) -> Bool {
 }
 
 /// Lines of /proc/self/maps that name `path`.
-func mappings(of path: String) -> Int {
+public func mappings(of path: String) -> Int {
     let fd = open("/proc/self/maps", O_RDONLY)
     guard fd >= 0 else { return -1 }
     defer { close(fd) }
@@ -249,14 +249,14 @@ func mappings(of path: String) -> Int {
 }
 
 extension String {
-    var trimmingNewline: String { hasSuffix("\n") ? String(dropLast()) : self }
+    public var trimmingNewline: String { hasSuffix("\n") ? String(dropLast()) : self }
 }
 
 /// SplitMix64, so pattern files are reproducible from their name.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
+public struct SeededGenerator: RandomNumberGenerator {
+    public var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
         state &+= 0x9e37_79b9_7f4a_7c15
         var z = state
         z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
