@@ -86,7 +86,11 @@ struct AsyncRead {
         let alignment = mode == .buffered ? 16 : 4096
         let sink = AsyncSink(capacity: length, alignment: alignment)
         let read = ReadRequest(.file(file), offset: offset, length: length, into: sink.buffer, mode: mode)
-        switch try engine.submit(read, sink: sink) {
+        return make(try engine.submit(read, sink: sink), engine: engine, sink: sink)
+    }
+
+    private static func make(_ outcome: Engine.Outcome, engine: Engine, sink: AsyncSink) -> AsyncRead {
+        switch outcome {
         case .finished(let request):
             _ = engine.reap(request)  // already final: this only counts it as completed
             return AsyncRead(request: request, sink: sink, finished: true)
@@ -95,6 +99,12 @@ struct AsyncRead {
             // Not yet reaped: the sink's signal says when.
             return AsyncRead(request: request, sink: sink, finished: false, pending: true)
         }
+    }
+
+    /// Continues a read whose fast path already missed, into a new buffer the sink owns.
+    static func start(_ prepared: Engine.Prepared, engine: Engine, length: Int) throws(BufferedAIOError) -> AsyncRead {
+        let sink = AsyncSink(capacity: length)
+        return make(try engine.submitSlow(prepared.retargeted(to: sink.buffer), sink: sink), engine: engine, sink: sink)
     }
 
     private init(request: Request, sink: AsyncSink, finished: Bool, pending: Bool = false) {
@@ -160,9 +170,14 @@ extension BufferedFile {
         -> [UInt8]
     {
         try Task.checkCancellation()
-        if let cached = try readCached(fromAbsoluteOffset: offset, count: count, options: options) { return cached }
-        var read = try AsyncRead.start(self, engine: engine.engine, offset: offset, length: count, mode: options.mode)
-        let bytes = try await read.complete(engine: engine.engine)
+        let engine = try self.engine.engine
+        var read: AsyncRead
+        switch try readCached(fromAbsoluteOffset: offset, count: count, options: options) {
+        case .copied(let bytes): return bytes
+        case .missed(let prepared): read = try AsyncRead.start(prepared, engine: engine, length: count)
+        case .notTried: read = try AsyncRead.start(self, engine: engine, offset: offset, length: count, mode: options.mode)
+        }
+        let bytes = try await read.complete(engine: engine)
         return Array(UnsafeRawBufferPointer(rebasing: read.sink.buffer[..<bytes]))
     }
 
@@ -179,27 +194,43 @@ extension BufferedFile {
         try Task.checkCancellation()
         // A cached read is one synchronous preadv2, so it may go straight into the caller's memory.
         let engine = try self.engine.engine
-        if options.mode == .buffered && buffer.count > 0 && buffer.count <= engine.configuration.inlineCopyLimit,
-            case .copied(let count) = try engine.submitFast(
+        var read: AsyncRead
+        if options.mode == .buffered && buffer.count > 0 && buffer.count <= engine.configuration.inlineCopyLimit {
+            switch try engine.submitFast(
                 ReadRequest(.file(self), offset: offset, length: buffer.count, into: buffer, mode: .buffered))
-        {
-            engine.counters.completed.add(1)
-            return count
+            {
+            case .copied(let count):
+                engine.counters.completed.add(1)
+                return count
+            case .slow(let prepared):
+                read = try AsyncRead.start(prepared, engine: engine, length: buffer.count)
+            }
+        } else {
+            read = try AsyncRead.start(self, engine: engine, offset: offset, length: buffer.count, mode: options.mode)
         }
         // Otherwise the engine reads into a buffer the sink owns, so that a cancelled read can never write
         // the caller's memory after this returns; the copy out is the price of that guarantee.
-        let bytes = try await read(fromAbsoluteOffset: offset, count: buffer.count, options: options)
-        bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
-        return bytes.count
+        let count = try await read.complete(engine: engine)
+        buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: read.sink.buffer[..<count]))
+        return count
+    }
+
+    enum CachedOutcome {
+        case copied([UInt8])
+        /// The fast path's RWF_NOWAIT missed: the slow path reuses its result instead of asking again.
+        case missed(Engine.Prepared)
+        case notTried
     }
 
     /// The bytes at `offset` if every one of them is cached: one preadv2 into the array that is returned,
-    /// with no request, sink or suspension. Nil when the read needs the engine's slow path.
+    /// with no request, sink or suspension. Otherwise the prepared read, for the slow path.
     private func readCached(fromAbsoluteOffset offset: Int64, count: Int, options: ReadOptions) throws(BufferedAIOError)
-        -> [UInt8]?
+        -> CachedOutcome
     {
         let engine = try self.engine.engine
-        guard options.mode == .buffered, count > 0, count <= engine.configuration.inlineCopyLimit else { return nil }
+        guard options.mode == .buffered, count > 0, count <= engine.configuration.inlineCopyLimit else {
+            return .notTried
+        }
         var outcome: Engine.FastOutcome? = nil
         var failure: BufferedAIOError? = nil
         let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
@@ -212,9 +243,13 @@ extension BufferedFile {
             if case .copied(let n) = outcome { initialized = n } else { initialized = 0 }
         }
         if let failure { throw failure }
-        guard case .copied = outcome else { return nil }
-        engine.counters.completed.add(1)
-        return bytes
+        switch outcome {
+        case .copied:
+            engine.counters.completed.add(1)
+            return .copied(bytes)
+        case .slow(let prepared): return .missed(prepared)
+        case nil: return .notTried
+        }
     }
 
     /// Reads the whole file, refusing files larger than `maximumSize` so a huge file cannot exhaust memory

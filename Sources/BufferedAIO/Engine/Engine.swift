@@ -114,6 +114,17 @@ final class Engine: @unchecked Sendable {
         let length: Int
         /// The fast path's RWF_NOWAIT result (bytes, or a negative errno), if it ran.
         let firstCopy: Int?
+
+        /// The same read into another buffer, for a caller whose fast path used a temporary one. A miss
+        /// that copied nothing is kept (its syscall already started the read); a copied prefix is not, since
+        /// those bytes are not in the new buffer.
+        func retargeted(to buffer: UnsafeMutableRawBufferPointer) -> Prepared {
+            var read = read
+            read.buffer = buffer
+            let kept = firstCopy.flatMap { $0 <= 0 ? $0 : nil }
+            return Prepared(
+                read: read, fd: fd, directFD: directFD, path: path, pins: pins, length: length, firstCopy: kept)
+        }
     }
 
     enum FastOutcome {
