@@ -416,6 +416,20 @@ final class Engine: @unchecked Sendable {
     func reapBlocking(_ request: Request) {
         counters.reaperWaits.add(1)
         counters.completed.add(1)
+        readRemainder(request)
+    }
+
+    /// The safety net: a blocking pread of what is left, so the data is always right even if the cache
+    /// keeps losing it.
+    private func finishBlocking(_ request: Request) -> Bool {
+        counters.blockingReads.add(1)
+        readRemainder(request)
+        return true
+    }
+
+    /// Reads the rest of the request with blocking preads and finishes it. The kernel's own short-count
+    /// rule applies: bytes read before an error are returned, the error only when nothing was.
+    private func readRemainder(_ request: Request) {
         while request.done < request.length {
             let count = system_pread(
                 request.fd, request.buffer! + request.done, request.length - request.done,
@@ -431,28 +445,6 @@ final class Engine: @unchecked Sendable {
             }
         }
         request.finish(request.done)
-    }
-
-    /// The safety net: a blocking pread of what is left, so the data is always right even if the cache
-    /// keeps losing it. The kernel's own short-count rule applies: bytes read before an error are returned.
-    private func finishBlocking(_ request: Request) -> Bool {
-        counters.blockingReads.add(1)
-        while request.done < request.length {
-            let count = system_pread(
-                request.fd, request.buffer! + request.done, request.length - request.done,
-                request.offset + Int64(request.done))
-            if count > 0 {
-                request.done += count
-            } else if count == 0 {
-                break
-            } else {
-                request.failedCall = "pread"
-                request.finish(request.done > 0 ? request.done : -Int(errno))
-                return true
-            }
-        }
-        request.finish(request.done)
-        return true
     }
 
     /// Sends a request whose pages were evicted between completion and reap back to the poller, with its
