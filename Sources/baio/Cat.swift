@@ -36,7 +36,7 @@ struct Cat: ParsableCommand {
     var chunkSize: Int = 128 << 10
 
     @Option(help: "Reads of a regular file in flight ahead of the writer.")
-    var window: Int = 8
+    var window: Int = 4
 
     @Flag(
         inversion: .prefixedNo,
@@ -357,13 +357,20 @@ struct ProgressLine {
     private mutating func draw(_ now: ContinuousClock.Instant) {
         lastDrawn = now
         let seconds = secondsOf(now - started)
-        var line = "baio: \(name): \(Console.bytes(done))"
+        var figures = Console.bytes(done)
         if let total, total > 0 {
-            line += " of \(Console.bytes(total)) (\(Int(Double(done) * 100 / Double(total)))%)"
+            figures += " of \(Console.bytes(total)) (\(Int(Double(done) * 100 / Double(total)))%)"
         }
-        if seconds > 0 { line += ", \(formatted(Double(done) / seconds / 1_048_576)) MiB/s" }
-        // A line wider than the terminal wraps, and \r would then redraw only its last row.
-        if terminal, let width = Console.terminalWidth, line.count >= width { line = String(line.prefix(width - 1)) }
+        if seconds > 0 { figures += ", \(formatted(Double(done) / seconds / 1_048_576)) MiB/s" }
+        // A line wider than the terminal wraps, and \r would then redraw only its last row: shorten the name
+        // (keeping its end, the file's own name), then the figures.
+        var shown = name
+        var line = "baio: \(shown): \(figures)"
+        if terminal, let width = Console.terminalWidth, line.count >= width {
+            let room = width - 1 - (line.count - shown.count)
+            shown = room > 3 ? "..." + String(shown.suffix(room - 3)) : ""
+            line = String("baio: \(shown): \(figures)".prefix(width - 1))
+        }
         Console.writeAll(2, "\r" + line + (terminal ? "\u{1B}[K" : ""))
         drawn = true
     }
