@@ -38,6 +38,9 @@ struct Cat: ParsableCommand {
     @Option(help: "Reads of a regular file in flight ahead of the writer.")
     var window: Int = 4
 
+    @Flag(name: .customShort("u"), help: "Ignored, as GNU cat ignores it: output is never buffered (POSIX's cat -u).")
+    var unbuffered = false
+
     @Flag(
         inversion: .prefixedNo,
         help: "Show the progress line on standard error even when it is not a terminal, or never show it.")

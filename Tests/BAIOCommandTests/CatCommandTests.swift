@@ -55,6 +55,7 @@ struct CatCommandTests {
         let result = try expectSameAsCat([one.path, empty.path, evicted.path, odd.path, cached.path, evicted.path])
         #expect(result.status == 0)
         #expect(result.stdout.count == 1 + 0 + evicted.size + 4097 + cached.size + evicted.size)
+        try expectSameAsCat(["-u", one.path, odd.path])
         #expect(Array(result.stdout[1..<(1 + evicted.size)]) == evicted.expected(0, evicted.size), "pread disagrees")
     }
 
@@ -250,6 +251,31 @@ struct CatCommandTests {
         #expect(result.stderr.contains("baio: \(file.path): 32.0 MiB of 32.0 MiB (100%)"), "\(result.stderr.debugDescription)")
         let quiet = try Child.run([try baio(), "cat", file.path])
         #expect(quiet.stderr.isEmpty, "no progress line when standard error is not a terminal")
+    }
+
+    @Test("on a terminal, a slow copy's progress line is drawn on standard error in place and removed at the end")
+    func progressOnTerminal() throws {
+        try #require(access("/usr/bin/script", X_OK) == 0, "util-linux script(1) gives the tool a terminal")
+        let file = try PatternFile(size: 3 << 20, name: "cat-tty")
+        let copy = try TemporaryFile()
+        // The first MiB, a pause longer than the half second before a line is drawn, then the rest.
+        let producer = "{ head -c 1048576 \(quoted(file.path)); sleep 1; tail -c +1048577 \(quoted(file.path)); }"
+        let command = "\(producer) | \(quoted(try baio())) cat > /dev/fd/3"
+        let out = try TemporaryFile()
+        let errors = try TemporaryFile()
+        let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { close(null) }
+        // script(1) runs the pipeline on a new terminal; descriptor 3 (the copy) is inherited through it.
+        let pid = try Child.start(
+            ["/usr/bin/script", "-qec", command, "/dev/null"], stdin: null, stdout: out.fd, stderr: errors.fd,
+            fd3: copy.fd)
+        let ended = Child.wait(pid, within: .seconds(30))
+        #expect(ended.status == 0, "\(ended) \(String(decoding: errors.contents(), as: UTF8.self))")
+        #expect(copy.contents() == file.expected(0, file.size), "the data must not carry the progress line")
+        let terminal = String(decoding: out.contents(), as: UTF8.self)
+        #expect(terminal.contains("\rbaio: -: "), "no progress line on the terminal: \(terminal.debugDescription)")
+        #expect(terminal.contains("MiB/s\u{1B}[K"), "\(terminal.debugDescription)")
+        #expect(terminal.hasSuffix("\r\u{1B}[K"), "the line must be removed at the end: \(terminal.debugDescription)")
     }
 
     @Test("help with examples, and bad options refused with what to do")

@@ -20,13 +20,14 @@ enum Child {
 
     /// Starts `argv` (argv[0] an absolute path) with the given descriptors as 0, 1 and 2. SIGPIPE and SIGINT
     /// start at their default dispositions and nothing is blocked, whatever the test runner did with them.
-    static func start(_ argv: [String], stdin: Int32, stdout: Int32, stderr: Int32) throws -> pid_t {
+    static func start(_ argv: [String], stdin: Int32, stdout: Int32, stderr: Int32, fd3: Int32? = nil) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, stdin, 0)
         posix_spawn_file_actions_adddup2(&actions, stdout, 1)
         posix_spawn_file_actions_adddup2(&actions, stderr, 2)
+        if let fd3 { posix_spawn_file_actions_adddup2(&actions, fd3, 3) }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
