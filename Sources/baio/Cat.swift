@@ -68,6 +68,11 @@ struct Cat: ParsableCommand {
                 Interrupt.dieOfSignal()
             }
         }
+        if copier.readClosedStandardInput {
+            // GNU cat's second complaint, from closing the descriptor it could not read.
+            Console.complain("closing standard input: Bad file descriptor")
+            failed = true
+        }
         if failed { throw ExitCode.failure }
     }
 }
@@ -115,8 +120,24 @@ final class Copier {
         ring = []
     }
 
+    /// Set when `-` was read but standard input had been closed when baio started.
+    private(set) var readClosedStandardInput = false
+
+    /// Whether standard input was closed when the process started. Descriptor 0 is then taken by the first
+    /// descriptor the runtime opens, Dispatch's epoll instance, which reading would report as EINVAL.
+    private lazy var standardInputClosed: Bool = {
+        var target = [CChar](repeating: 0, count: 64)
+        let n = readlink("/proc/self/fd/0", &target, target.count - 1)
+        return n > 0 && String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) == "anon_inode:[eventpoll]"
+    }()
+
     /// Copies one operand; reports its failure on standard error.
     func copy(_ name: String) -> Outcome {
+        if name == "-" && standardInputClosed {
+            readClosedStandardInput = true
+            complain(name, errno: EBADF)
+            return .failed
+        }
         let fd = name == "-" ? 0 : open(name, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             complain(name, errno: errno)

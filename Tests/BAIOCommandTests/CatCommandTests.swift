@@ -111,6 +111,10 @@ struct CatCommandTests {
         #expect(offset.stdout == file.expected(1000, file.size - 1000))
         let (redirected, _) = try sh("cat < \(quoted(file.path))")
         #expect(redirected.stdout == file.expected(0, file.size))
+        // Standard input closed: both complaints of GNU cat, and the other operands still copied.
+        let (closed, _) = try sh("cat \(quoted(other.path)) - <&-")
+        #expect(closed.status == 1)
+        #expect(closed.stderr == "baio: -: Bad file descriptor\nbaio: closing standard input: Bad file descriptor\n")
     }
 
     @Test("files with no page cache or no size: /dev/null, /proc files, a FIFO")
