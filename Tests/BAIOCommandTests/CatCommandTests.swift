@@ -292,6 +292,7 @@ struct CatCommandTests {
         let root = try Child.run([try baio(), "--help"])
         let rootText = String(decoding: root.stdout, as: UTF8.self)
         #expect(rootText.contains("cat") && rootText.contains("residency"), "\(rootText)")
+        #expect(rootText.contains("Examples:") && rootText.contains("baio cat big.iso"), "\(rootText)")
         let window = try Child.run([try baio(), "cat", "--window", "0", "/dev/null"])
         #expect(window.status == 64 && window.stderr.contains("--window must be between 1 and 1024"), "\(window)")
         let chunk = try Child.run([try baio(), "cat", "--chunk-size", "lots", "/dev/null"])
