@@ -8,18 +8,18 @@ struct Cat: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Concatenate files to standard output, reading regular files through the engine.",
         discussion: """
-            Copies each FILE to standard output in order, like cat. With no FILE, or where FILE is -, reads
-            standard input. A regular file is read through an IOContext with --window reads of --chunk-size
-            bytes in flight (readahead started for all of them, advised POSIX_FADV_SEQUENTIAL like cat), and
-            each block is written as soon as the blocks before it are; a pipe, terminal or device has no page
-            cache to track and is copied with plain read(2). A file that cannot be read is reported as cat
-            reports it (baio: NAME: No such file or directory) and the copy goes on with the next file; the
-            exit status is then 1. When standard error is a terminal, a copy that takes longer than half a
-            second shows a progress line there, refreshed in place and removed at the end; it never goes to
+            Copies each FILE to standard output in order, like cat. With no FILE, or where FILE is -, reads \
+            standard input. A regular file is read through an IOContext with --window reads of --chunk-size \
+            bytes in flight ahead of the writer (the file advised POSIX_FADV_SEQUENTIAL, as cat advises it), \
+            and each block is written as soon as the blocks before it are; a pipe, terminal or device has no page \
+            cache to track and is copied with plain read(2). A file that cannot be read is reported as cat \
+            reports it (baio: NAME: No such file or directory) and the copy goes on with the next file; the \
+            exit status is then 1. When standard error is a terminal, a copy that takes longer than half a \
+            second shows a progress line there, refreshed in place and removed at the end; it never goes to \
             standard output.
 
-            Like cat, baio dies of SIGPIPE when the reader of standard output goes away (or, with SIGPIPE
-            ignored, says "baio: write error: Broken pipe" and exits 1). SIGINT cancels the reads in flight
+            Like cat, baio dies of SIGPIPE when the reader of standard output goes away (or, with SIGPIPE \
+            ignored, says "baio: write error: Broken pipe" and exits 1). SIGINT cancels the reads in flight \
             and ends the tool by the same signal.
 
             Examples:
@@ -32,7 +32,7 @@ struct Cat: ParsableCommand {
     @Argument(help: "The files to copy, in order; - is standard input.")
     var files: [String] = []
 
-    @Option(help: "Bytes per read of a regular file (suffixes K, M, G).", transform: parseSize)
+    @Option(help: "Bytes per read of a regular file (suffixes K, M, G; default 128K).", transform: parseSize)
     var chunkSize: Int = 128 << 10
 
     @Option(help: "Reads of a regular file in flight ahead of the writer.")

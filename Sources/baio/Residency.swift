@@ -9,17 +9,17 @@ struct ResidencyCommand: ParsableCommand {
         commandName: "residency",
         abstract: "Show how much of each file is in the page cache, with a map; evict or warm it first.",
         discussion: """
-            For each FILE prints the resident pages of the total, the resident bytes and the share, then a map
-            with one character per bucket of pages: # all resident, + partly, . none. The map is as wide as
+            For each FILE prints the resident pages of the total, the resident bytes and the share, then a map \
+            with one character per bucket of pages: # all resident, + partly, . none. The map is as wide as \
             the terminal (64 characters when there is none), one character per page for small files.
 
-            Residency comes from mincore, which the kernel answers truthfully only to a caller that owns the
-            file, may write it, or is root; to anyone else it reports every page resident. baio then says
-            the residency is unknown instead of printing that map. --evict still works for such a caller
-            (POSIX_FADV_DONTNEED needs only read access) and --warm is confirmed with RWF_NOWAIT reads, which
+            Residency comes from mincore, which the kernel answers truthfully only to a caller that owns the \
+            file, may write it, or is root; to anyone else it reports every page resident. baio then says \
+            the residency is unknown instead of printing that map. --evict still works for such a caller \
+            (POSIX_FADV_DONTNEED needs only read access) and --warm is confirmed with RWF_NOWAIT reads, which \
             tell everyone the truth.
 
-            The exit status is 0 when every file was reported (even as unknown), 1 when any could not be
+            The exit status is 0 when every file was reported (even as unknown), 1 when any could not be \
             opened or examined.
 
             Examples:
