@@ -6,7 +6,15 @@ struct BAIO: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "baio",
         abstract: "Asynchronous buffered file reads in userspace (mincore/RWF_NOWAIT + readahead + libaio).",
+        discussion: """
+            Examples:
+              baio cat big.iso | sha256sum
+              baio residency --evict big.iso
+              baio demo
+              baio bench /data/f --block-size 4K --queue-depth 32 --evict
+              baio help cat
+            """,
         version: "0.1.0",
-        subcommands: [Demo.self, Bench.self]
+        subcommands: [Demo.self, Bench.self, Cat.self, ResidencyCommand.self]
     )
 }

@@ -1,0 +1,401 @@
+// This file owns `baio cat`: cat(1) with regular files read through the engine, a window of large reads in
+// flight ahead of one writer that writes each block straight from the buffer it was read into.
+import ArgumentParser
+import BufferedAIO
+import Glibc
+
+struct Cat: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Concatenate files to standard output, reading regular files through the engine.",
+        discussion: """
+            Copies each FILE to standard output in order, like cat. With no FILE, or where FILE is -, reads \
+            standard input. A regular file is read through an IOContext with --window reads of --chunk-size \
+            bytes in flight ahead of the writer (the file advised POSIX_FADV_SEQUENTIAL, as cat advises it), \
+            and each block is written as soon as the blocks before it are; a pipe, terminal or device has no page \
+            cache to track and is copied with plain read(2). A file that cannot be read is reported as cat \
+            reports it (baio: NAME: No such file or directory) and the copy goes on with the next file; the \
+            exit status is then 1. When standard error is a terminal, a copy that takes longer than half a \
+            second shows a progress line there, refreshed in place and removed at the end; it never goes to \
+            standard output.
+
+            Like cat, baio dies of SIGPIPE when the reader of standard output goes away (or, with SIGPIPE \
+            ignored, says "baio: write error: Broken pipe" and exits 1). SIGINT cancels the reads in flight \
+            and ends the tool by the same signal.
+
+            Examples:
+              baio cat /var/log/syslog
+              baio cat header.txt - footer.txt < body.txt > whole.txt
+              baio cat big.iso | sha256sum
+              baio cat --chunk-size 1M --window 4 /data/f > /dev/null
+            """)
+
+    @Argument(help: "The files to copy, in order; - is standard input.")
+    var files: [String] = []
+
+    @Option(help: "Bytes per read of a regular file (suffixes K, M, G; default 128K).", transform: parseSize)
+    var chunkSize: Int = 128 << 10
+
+    @Option(help: "Reads of a regular file in flight ahead of the writer.")
+    var window: Int = 4
+
+    @Flag(name: .customShort("u"), help: "Ignored, as GNU cat ignores it: output is never buffered (POSIX's cat -u).")
+    var unbuffered = false
+
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Show the progress line on standard error even when it is not a terminal, or never show it.")
+    var progress: Bool? = nil
+
+    func validate() throws {
+        guard chunkSize >= 4096 && chunkSize <= 1 << 30 else {
+            throw ValidationError("--chunk-size must be between 4K and 1G")
+        }
+        guard window >= 1 && window <= 1024 else { throw ValidationError("--window must be between 1 and 1024") }
+    }
+
+    func run() throws {
+        Interrupt.install()
+        let copier = Copier(chunkSize: chunkSize, window: window, progress: progress)
+        defer { copier.close() }
+        var failed = false
+        for name in files.isEmpty ? ["-"] : files {
+            switch copier.copy(name) {
+            case .copied: break
+            case .failed: failed = true
+            case .writeFailed: throw ExitCode.failure
+            case .interrupted:
+                copier.close()
+                Interrupt.dieOfSignal()
+            }
+        }
+        if copier.readClosedStandardInput {
+            // GNU cat's second complaint, from closing the descriptor it could not read.
+            Console.complain("closing standard input: Bad file descriptor")
+            failed = true
+        }
+        if failed { throw ExitCode.failure }
+    }
+}
+
+/// Copies files to standard output. One IOContext and one ring of buffers serve every file of a run.
+final class Copier {
+    enum Outcome {
+        case copied
+        /// The file could not be read (reported); the copy goes on with the next one.
+        case failed
+        /// Standard output failed (reported); cat stops at once.
+        case writeFailed
+        case interrupted
+    }
+
+    let chunkSize: Int
+    let window: Int
+    private var context: IOContext?
+    private var ring: [UnsafeMutableRawBufferPointer] = []
+    /// For read(2) copies: cat's own buffer size, enough for any pipe.
+    private let plain = UnsafeMutableRawBufferPointer.allocate(byteCount: 128 << 10, alignment: 4096)
+    private var nextTag: UInt64 = 0
+    private var meter: ProgressLine
+    /// Standard output, when it is a regular file: copying that file into itself is refused, as cat does.
+    private let output: stat?
+
+    init(chunkSize: Int, window: Int, progress: Bool?) {
+        self.chunkSize = chunkSize
+        self.window = window
+        self.meter = ProgressLine(forced: progress)
+        var info = stat()
+        output = fstat(1, &info) == 0 && info.st_mode & S_IFMT == S_IFREG ? info : nil
+    }
+
+    deinit {
+        close()
+        plain.deallocate()
+    }
+
+    /// Closes the context (cancelling any read in flight) and frees the ring. Idempotent.
+    func close() {
+        context?.close()
+        context = nil
+        ring.forEach { $0.deallocate() }
+        ring = []
+    }
+
+    /// Set when `-` was read but standard input had been closed when baio started.
+    private(set) var readClosedStandardInput = false
+
+    /// Whether standard input was closed when the process started. Descriptor 0 is then taken by the first
+    /// descriptor the runtime opens, Dispatch's epoll instance, which reading would report as EINVAL.
+    private lazy var standardInputClosed: Bool = {
+        var target = [CChar](repeating: 0, count: 64)
+        let n = readlink("/proc/self/fd/0", &target, target.count - 1)
+        return n > 0 && String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) == "anon_inode:[eventpoll]"
+    }()
+
+    /// Copies one operand; reports its failure on standard error.
+    func copy(_ name: String) -> Outcome {
+        if name == "-" && standardInputClosed {
+            readClosedStandardInput = true
+            complain(name, errno: EBADF)
+            return .failed
+        }
+        let fd = name == "-" ? 0 : open(name, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            complain(name, errno: errno)
+            return .failed
+        }
+        defer { if fd != 0 { Glibc.close(fd) } }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            complain(name, errno: errno)
+            return .failed
+        }
+        let regular = info.st_mode & S_IFMT == S_IFREG
+        if let output, regular, info.st_dev == output.st_dev, info.st_ino == output.st_ino,
+            lseek(fd, 0, SEEK_CUR) < info.st_size
+        {
+            meter.clear()
+            Console.complain("\(name): input file is output file")
+            return .failed
+        }
+        meter.begin(name, total: regular ? Int64(info.st_size) : nil)
+        defer { meter.end() }
+
+        if regular && info.st_size > 0 {
+            // Standard input may be a regular file opened at any offset: start there, and leave the offset
+            // after what was copied, as read(2) would.
+            let start = max(0, Int64(lseek(fd, 0, SEEK_CUR)))
+            if start < Int64(info.st_size) {
+                _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+                switch copyThroughEngine(fd, name, from: start, to: Int64(info.st_size)) {
+                case .success(let end): lseek(fd, off_t(end), SEEK_SET)
+                case .failure(let box): return box.outcome
+                }
+            }
+        }
+        // Pipes, devices, files the kernel sizes as 0 (/proc), and whatever a regular file grew by meanwhile.
+        return copyWithRead(fd, name)
+    }
+
+    /// Copies `[start, end)` of a regular file through the engine, in order. Returns where the copy
+    /// stopped (`end`, or earlier if the file shrank meanwhile), or the outcome that ends this file.
+    private func copyThroughEngine(_ fd: Int32, _ name: String, from start: Int64, to end: Int64) -> Result<Int64, OutcomeBox> {
+        let context: IOContext
+        do {
+            context = try makeContext()
+        } catch {
+            // No engine (no threads, no eventfd): the copy still happens, with read(2).
+            return .success(start)
+        }
+        let chunk = Int64(chunkSize)
+        let count = Int((end - start + chunk - 1) / chunk)
+        let base = nextTag
+        nextTag += UInt64(count)
+        var results = [Int?](repeating: nil, count: window)
+        var submitted = 0
+        var consumed = 0
+        var received = 0
+
+        func length(_ index: Int) -> Int { Int(min(chunk, end - start - Int64(index) * chunk)) }
+        func submit() -> Int32? {
+            let index = submitted
+            let read = ReadRequest(
+                descriptor: fd, offset: start + Int64(index) * chunk, length: length(index),
+                into: ring[index % window], tag: base + UInt64(index))
+            do {
+                try context.submit(read)
+            } catch {
+                return Int32(-error.negatedErrno)
+            }
+            submitted += 1
+            return nil
+        }
+        /// Cancels what is still pending and collects every outstanding event, so no read writes into the
+        /// ring after this file is done with it.
+        func drain() {
+            for index in consumed..<submitted { context.cancel(tag: base + UInt64(index)) }
+            while received < submitted {
+                guard let events = try? context.getEvents(minimum: 1, maximum: window), !events.isEmpty else { break }
+                received += events.count
+            }
+        }
+
+        while submitted < min(count, window) {
+            if let code = submit() {
+                drain()
+                complain(name, errno: code)
+                return .failure(OutcomeBox(.failed))
+            }
+        }
+        while consumed < count {
+            if Interrupt.requested {
+                drain()
+                return .failure(OutcomeBox(.interrupted))
+            }
+            let events: [IOEvent]
+            do {
+                events = try context.getEvents(minimum: 1, maximum: window)
+            } catch {
+                drain()
+                complain(name, errno: Int32(-error.negatedErrno))
+                return .failure(OutcomeBox(.failed))
+            }
+            received += events.count
+            for event in events { results[Int(event.tag - base) % window] = event.rawResult }
+            while consumed < count, let result = results[consumed % window] {
+                results[consumed % window] = nil
+                if result < 0 {
+                    drain()
+                    complain(name, errno: Int32(-result))
+                    return .failure(OutcomeBox(.failed))
+                }
+                let buffer = UnsafeRawBufferPointer(rebasing: ring[consumed % window][..<result])
+                if let outcome = write(buffer) {
+                    drain()
+                    return .failure(OutcomeBox(outcome))
+                }
+                consumed += 1
+                if result < length(consumed - 1) {
+                    // The file shrank under us: read(2) from here finds its end the way cat would.
+                    drain()
+                    return .success(start + Int64(consumed - 1) * chunk + Int64(result))
+                }
+                if submitted < count, let code = submit() {
+                    drain()
+                    complain(name, errno: code)
+                    return .failure(OutcomeBox(.failed))
+                }
+            }
+        }
+        return .success(end)
+    }
+
+    /// Copies the rest of `fd` with read(2), for inputs the engine cannot or need not read.
+    private func copyWithRead(_ fd: Int32, _ name: String) -> Outcome {
+        while true {
+            let n = read(fd, plain.baseAddress, plain.count)
+            if n == 0 { return .copied }
+            if n < 0 {
+                if errno == EINTR {
+                    if Interrupt.requested { return .interrupted }
+                    continue
+                }
+                complain(name, errno: errno)
+                return .failed
+            }
+            if let outcome = write(UnsafeRawBufferPointer(rebasing: plain[..<n])) { return outcome }
+            if Interrupt.requested { return .interrupted }
+        }
+    }
+
+    /// Writes one block to standard output; nil on success.
+    private func write(_ bytes: UnsafeRawBufferPointer) -> Outcome? {
+        let code = Console.writeAll(1, bytes)
+        if code == EINTR && Interrupt.requested { return .interrupted }
+        if code != 0 {
+            meter.clear()
+            Console.complain("write error: \(String(cString: strerror(code)))")
+            return .writeFailed
+        }
+        meter.add(bytes.count)
+        return nil
+    }
+
+    private func makeContext() throws(BufferedAIOError) -> IOContext {
+        if let context { return context }
+        // The poller inherits the blocked SIGINT, so the signal always interrupts this thread's syscalls.
+        let made = try Interrupt.blocked { () throws(BufferedAIOError) -> IOContext in
+            try IOContext(capacity: window)
+        }
+        ring = (0..<window).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096) }
+        context = made
+        return made
+    }
+
+    private func complain(_ name: String, errno code: Int32) {
+        meter.clear()
+        Console.complain(name, errno: code)
+    }
+
+    /// An Outcome as an Error, for Result.
+    struct OutcomeBox: Error {
+        let outcome: Outcome
+        init(_ outcome: Outcome) { self.outcome = outcome }
+    }
+}
+
+/// The progress line on standard error: bytes copied of the file's size and the rate, refreshed in place
+/// at most four times a second, and only once a copy has taken half a second (a short copy stays silent).
+/// With `--progress` it is drawn at once and its final state is kept as a line of its own, for logs.
+struct ProgressLine {
+    let enabled: Bool
+    let forced: Bool
+    let terminal: Bool
+    private var name = ""
+    private var total: Int64?
+    private var done: Int64 = 0
+    private var started = ContinuousClock.now
+    private var lastDrawn = ContinuousClock.now
+    private var drawn = false
+
+    init(forced: Bool?) {
+        terminal = isatty(2) == 1
+        self.forced = forced == true
+        enabled = forced ?? terminal
+    }
+
+    mutating func begin(_ name: String, total: Int64?) {
+        self.name = name
+        self.total = total
+        done = 0
+        started = .now
+        lastDrawn = started
+        drawn = false
+    }
+
+    mutating func add(_ count: Int) {
+        done += Int64(count)
+        guard enabled else { return }
+        let now = ContinuousClock.now
+        guard now - lastDrawn >= .milliseconds(250), forced || now - started >= .milliseconds(500) else { return }
+        draw(now)
+    }
+
+    mutating func end() {
+        guard enabled else { return }
+        if forced && !terminal {
+            draw(.now)
+            Console.writeAll(2, "\n")
+            drawn = false
+        } else {
+            clear()
+        }
+    }
+
+    /// Removes the line, before a message or at the end of a file.
+    mutating func clear() {
+        guard drawn else { return }
+        Console.writeAll(2, terminal ? "\r\u{1B}[K" : "\n")
+        drawn = false
+    }
+
+    private mutating func draw(_ now: ContinuousClock.Instant) {
+        lastDrawn = now
+        let seconds = secondsOf(now - started)
+        var figures = Console.bytes(done)
+        if let total, total > 0 {
+            figures += " of \(Console.bytes(total)) (\(Int(Double(done) * 100 / Double(total)))%)"
+        }
+        if seconds > 0 { figures += ", \(formatted(Double(done) / seconds / 1_048_576)) MiB/s" }
+        // A line wider than the terminal wraps, and \r would then redraw only its last row: shorten the name
+        // (keeping its end, the file's own name), then the figures.
+        var shown = name
+        var line = "baio: \(shown): \(figures)"
+        if terminal, let width = Console.terminalWidth, line.count >= width {
+            let room = width - 1 - (line.count - shown.count)
+            shown = room > 3 ? "..." + String(shown.suffix(room - 3)) : ""
+            line = String("baio: \(shown): \(figures)".prefix(width - 1))
+        }
+        Console.writeAll(2, "\r" + line + (terminal ? "\u{1B}[K" : ""))
+        drawn = true
+    }
+}
