@@ -131,46 +131,56 @@ struct ReadBehaviourTests {
     @Test("pages evicted between completion and reap: the reaper re-arms or falls back, data stays right")
     func evictedBeforeReap() throws {
         let file = try PatternFile(size: 4 << 20, name: "rearm")
-        file.evict()
-        let context = try IOContext(capacity: 4)
-        defer { context.close() }
-        let buffer = ReadBuffer(1 << 20)
-        try context.submit([ReadRequest(descriptor: file.fd, offset: 4096, length: 1 << 20, into: buffer.bytes, tag: 9)])
-        // Readable eventfd: the poller marked the read ready and nobody has reaped it yet.
-        var pfd = pollfd(fd: context.eventDescriptor, events: Int16(POLLIN), revents: 0)
-        #expect(poll(&pfd, 1, 30_000) == 1)
-        file.evict()
-        let event = try #require(try context.getEvents(minimum: 1, maximum: 1).first)
-        #expect(try event.get() == 1 << 20)
-        #expect(buffer.prefix(1 << 20) == file.expected(4096, 1 << 20))
-        let stats = context.statistics
-        #expect(stats.rearms + stats.blockingReads >= 1)
+        // Whether the eviction lands between the poller's completion and the reap is up to the scheduler on
+        // a loaded machine, so the scenario is tried a few times; the data must be right every time.
+        var sawRecovery = false
+        for _ in 0..<5 where !sawRecovery {
+            file.evict()
+            let context = try IOContext(capacity: 4)
+            defer { context.close() }
+            let buffer = ReadBuffer(1 << 20)
+            try context.submit([ReadRequest(descriptor: file.fd, offset: 4096, length: 1 << 20, into: buffer.bytes, tag: 9)])
+            // Readable eventfd: the poller marked the read ready and nobody has reaped it yet.
+            var pfd = pollfd(fd: context.eventDescriptor, events: Int16(POLLIN), revents: 0)
+            #expect(poll(&pfd, 1, 30_000) == 1)
+            file.evict()
+            let event = try #require(try context.getEvents(minimum: 1, maximum: 1).first)
+            #expect(try event.get() == 1 << 20)
+            #expect(buffer.prefix(1 << 20) == file.expected(4096, 1 << 20))
+            let stats = context.statistics
+            sawRecovery = stats.rearms + stats.blockingReads >= 1
+        }
+        #expect(sawRecovery, "no reap ever found its pages evicted and re-armed or read them blocking")
     }
 
     @Test("a reaper waiting without a timeout finishes pending reads in its own pread, each counted once")
     func waitingReaper() throws {
         let file = try PatternFile(size: 16 << 20, name: "waiting")
-        file.evict()
-        let context = try IOContext(capacity: 4)
-        defer { context.close() }
-        let buffers = (0..<4).map { _ in ReadBuffer(4 << 20) }
-        // Reads of 4 MiB take milliseconds from the device, so none is ready when getEvents first looks.
-        let requests = (0..<4).map { i in
-            ReadRequest(descriptor: file.fd, offset: Int64(i) << 22, length: 4 << 20, into: buffers[i].bytes, tag: UInt64(i))
-        }
-        try context.submit(requests)
-        var seen = Set<UInt64>()
-        while seen.count < 4 {
-            for event in try context.getEvents(minimum: 1, maximum: 4) {
-                #expect(seen.insert(event.tag).inserted, "tag \(event.tag) delivered twice")
-                #expect(try event.get() == 4 << 20)
+        // Reads of 4 MiB take milliseconds from the device, so usually none is ready when getEvents first
+        // looks; a preempted test thread can find them ready, so the scenario is tried a few times.
+        var sawWait = false
+        for _ in 0..<5 where !sawWait {
+            file.evict()
+            let context = try IOContext(capacity: 4)
+            defer { context.close() }
+            let buffers = (0..<4).map { _ in ReadBuffer(4 << 20) }
+            let requests = (0..<4).map { i in
+                ReadRequest(descriptor: file.fd, offset: Int64(i) << 22, length: 4 << 20, into: buffers[i].bytes, tag: UInt64(i))
             }
+            try context.submit(requests)
+            var seen = Set<UInt64>()
+            while seen.count < 4 {
+                for event in try context.getEvents(minimum: 1, maximum: 4) {
+                    #expect(seen.insert(event.tag).inserted, "tag \(event.tag) delivered twice")
+                    #expect(try event.get() == 4 << 20)
+                }
+            }
+            for i in 0..<4 { #expect(buffers[i].prefix(4 << 20) == file.expected(i << 22, 4 << 20), "read \(i)") }
+            let stats = context.statistics
+            #expect(stats.completed == 4 && context.inFlight == 0, "\(stats)")
+            sawWait = stats.reaperWaits >= 1
         }
-        for i in 0..<4 { #expect(buffers[i].prefix(4 << 20) == file.expected(i << 22, 4 << 20), "read \(i)") }
-        let stats = context.statistics
-        // Nothing was ready when getEvents first ran (the file was evicted), so the caller waited in a read.
-        #expect(stats.reaperWaits >= 1, "\(stats)")
-        #expect(stats.completed == 4 && context.inFlight == 0, "\(stats)")
+        #expect(sawWait, "getEvents never waited inside a pending read's pread")
     }
 
     @Test("direct mode returns the same bytes as buffered, aligned and unaligned, across end of file")

@@ -208,12 +208,18 @@ public func descriptors(pointingAt path: String) -> Int {
     return count
 }
 
-public func openDescriptorCount() -> Int {
-    guard let directory = opendir("/proc/self/fd") else { return -1 }
+/// The process's open descriptor numbers. Compare sets, not counts: other threads of the test process
+/// (the runtime's, a previous test's last reads) may close descriptors meanwhile.
+public func openDescriptors() -> Set<Int32> {
+    guard let directory = opendir("/proc/self/fd") else { return [] }
     defer { closedir(directory) }
-    var count = 0
-    while readdir(directory) != nil { count += 1 }
-    return count
+    let own = dirfd(directory)
+    var numbers = Set<Int32>()
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if let number = Int32(name), number != own { numbers.insert(number) }
+    }
+    return numbers
 }
 
 /// Whether a thread with this name exists in the process.
