@@ -71,6 +71,9 @@ final class CompatContext: @unchecked Sendable {
     let waiters = Atomic<Int>(0)
     let stopping = Atomic<Bool>(false)
     let engineReads = Atomic<Int>(0)
+    /// Held by whoever is in the engine's getEvents. A caller that waits there (no kernel iocb in flight)
+    /// must be the only reaper, or another could take the last event it waits for.
+    let reaping = Mutex<Bool>(false)
     let passthroughIocbs = Atomic<Int>(0)
     private let pollIocb = UnsafeMutablePointer<iocb>.allocate(capacity: 1)
     private var bridge: pthread_t? = nil
@@ -191,7 +194,7 @@ final class CompatContext: @unchecked Sendable {
             if !completed.isEmpty { publishKernel(completed) }
             if fired {
                 if stopping.load(ordering: .acquiring) { break }
-                harvest()
+                harvest(waiting: true)
                 armed = armPoll()
             }
         }
@@ -383,10 +386,19 @@ final class CompatContext: @unchecked Sendable {
     // MARK: - Completion
 
     /// Reaps the engine's ready reads in this thread (the final copy) and publishes their events.
-    func harvest() {
+    func harvest(waiting: Bool = false) {
         guard !stopping.load(ordering: .relaxed) else { return }
-        guard let events = try? engine.getEvents(minimum: 0, maximum: capacity, timeout: .zero), !events.isEmpty
-        else { return }
+        // A caller waiting in the engine (see getEvents) holds the token and reaps for everyone; other callers
+        // skip, and the bridge waits its turn.
+        let events: [IOEvent]? =
+            waiting
+            ? reaping.withLock { _ in try? engine.getEvents(minimum: 0, maximum: capacity, timeout: .zero) }
+            : reaping.withLockIfAvailable { _ in try? engine.getEvents(minimum: 0, maximum: capacity, timeout: .zero) } ?? nil
+        guard let events, !events.isEmpty else { return }
+        publish(events)
+    }
+
+    private func publish(_ events: [IOEvent]) {
         complete(events.map { (UInt64($0.tag >> 16), Int($0.tag & 0xffff), $0.rawResult) })
     }
 
@@ -546,6 +558,19 @@ final class CompatContext: @unchecked Sendable {
                 clock_gettime(CLOCK_MONOTONIC, &now)
                 remaining = Int64(deadline.tv_sec - now.tv_sec) * 1_000_000_000 + Int64(deadline.tv_nsec - now.tv_nsec)
                 if remaining <= 0 { return Int32(collected) }
+            }
+            let (engineBusy, kernelBusy) = state.withLock { ($0.engineInFlight > 0, $0.kernelInFlight > 0) }
+            if engineBusy && !kernelBusy {
+                // Only engine reads are outstanding: wait in the engine itself, which sleeps in a pending read's
+                // pread and wakes the moment its I/O ends, and do the final copy here, with no bridge hop.
+                // One event is enough to come back and look at the ring again; the engine must deliver it
+                // because nobody else may reap while this thread holds the token.
+                let timeout: Duration? = .nanoseconds(remaining < 0 ? 1_000_000 : min(remaining, 1_000_000))
+                let reaped = reaping.withLock { _ in
+                    try? engine.getEvents(minimum: 1, maximum: capacity, timeout: timeout)
+                }
+                if let reaped, !reaped.isEmpty { publish(reaped) }
+                continue
             }
             waiters.wrappingAdd(1, ordering: .sequentiallyConsistent)
             atomicMemoryFence(ordering: .sequentiallyConsistent)

@@ -467,6 +467,27 @@ static void section_fork(io_context_t ctx) {
     printf("fork: child's io_destroy of the parent's context = %s\n", WEXITSTATUS(status) & 2 ? "-EINVAL" : "other");
 }
 
+// One read at a time, waiting with no timeout, as fio does at iodepth 1: a lost wake-up hangs here.
+static void section_sustained(io_context_t ctx) {
+    evict();
+    enum { COUNT = 500 };
+    static char buffer[4096];
+    int matched = 0, completed = 0;
+    uint64_t seed = 99;
+    for (int i = 0; i < COUNT; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        off_t offset = (off_t)((seed >> 33) % (uint64_t)(data_size / 4096)) * 4096;
+        struct iocb iocb;
+        io_prep_pread(&iocb, data_fd, buffer, sizeof buffer, offset);
+        if (submit_one(ctx, &iocb) != 1) break;
+        struct io_event event;
+        if (io_getevents(ctx, 1, 1, &event, NULL) != 1) break;
+        completed++;
+        matched += strcmp(matches_pread(buffer, (long)event.res, offset, sizeof buffer), "yes") == 0;
+    }
+    printf("sustained: %d of %d reads completed, %d matched pread\n", completed, COUNT, matched);
+}
+
 static void section_destroy_in_flight(void) {
     io_context_t ctx = 0;
     printf("destroy: io_setup(32) = %s\n", name(io_setup(32, &ctx)));
@@ -523,6 +544,7 @@ int main(int argc, char **argv) {
     section_cancel(ctx);
     section_userspace_reap(ctx);
     section_fork(ctx);
+    section_sustained(ctx);
     section_capacity();
     section_queue();
     printf("io_destroy = %s\n", name(io_destroy(ctx)));
