@@ -33,6 +33,26 @@ enum RingLayout {
     static let resfdFlag: UInt32 = 1
 }
 
+/// What the engine rings when events become ready: the bridge's eventfd, written only when no caller is inside
+/// libbaio to reap them itself (a caller in io_submit or io_getevents always reaps before it leaves). Held by
+/// the engine's notification closure, so it must not hold the context.
+final class Doorbell: Sendable {
+    let fd: Int32
+    /// Callers inside io_submit or io_getevents that will reap before they leave.
+    let reapers = Atomic<Int>(0)
+
+    init(fd: Int32) { self.fd = fd }
+
+    func ring() {
+        guard reapers.load(ordering: .sequentiallyConsistent) == 0 else { return }
+        var one: UInt64 = 1
+        _ = write(fd, &one, 8)
+    }
+
+    func enter() { reapers.wrappingAdd(1, ordering: .sequentiallyConsistent) }
+    func leave() { reapers.wrappingSubtract(1, ordering: .sequentiallyConsistent) }
+}
+
 final class CompatContext: @unchecked Sendable {
     /// A read submitted to the engine, one engine request per iovec segment.
     struct PendingRead: @unchecked Sendable {
@@ -74,8 +94,14 @@ final class CompatContext: @unchecked Sendable {
     /// Held by whoever is in the engine's getEvents. A caller that waits there (no kernel iocb in flight)
     /// must be the only reaper, or another could take the last event it waits for.
     let reaping = Mutex<Bool>(false)
+    /// Engine requests accepted and not yet taken back by a reaper. Added after the engine accepts them and
+    /// subtracted when their events are taken, so a race can only make it low, never high: when the token
+    /// holder sees it above zero, an event is surely coming, and waiting in the engine without a timeout
+    /// cannot hang.
+    let engineOutstanding = Atomic<Int>(0)
     let passthroughIocbs = Atomic<Int>(0)
     private let pollIocb = UnsafeMutablePointer<iocb>.allocate(capacity: 1)
+    let doorbell: Doorbell
     private var bridge: pthread_t? = nil
 
     private init(kernel: io_context_t, ring: UnsafeMutableRawPointer, ringBytes: Int, ringSize: UInt32, engine: IOContext) {
@@ -87,10 +113,12 @@ final class CompatContext: @unchecked Sendable {
         self.engine = engine
         self.owner = getpid()
         self.handle = UInt(bitPattern: ring)
+        self.doorbell = Doorbell(fd: cbaio_eventfd())
         pollIocb.initialize(to: iocb())
     }
 
     deinit {
+        if doorbell.fd >= 0 { close(doorbell.fd) }
         munmap(ring, ringBytes)
         pollIocb.deallocate()
     }
@@ -161,8 +189,12 @@ final class CompatContext: @unchecked Sendable {
     }
 
     private func startBridge() throws {
-        let descriptor = engine.eventDescriptor
-        cbaio_prep_poll(pollIocb, descriptor, Int16(POLLIN))
+        guard doorbell.fd >= 0 else {
+            throw BufferedAIOError(.systemResource, "eventfd failed", errno: Errno(rawValue: EMFILE))
+        }
+        let doorbell = doorbell
+        engine.setReadyNotification { doorbell.ring() }
+        cbaio_prep_poll(pollIocb, doorbell.fd, Int16(POLLIN))
         bridge = try PosixThread.start(name: "baio-bridge") { [self] in runBridge() }
     }
 
@@ -194,6 +226,8 @@ final class CompatContext: @unchecked Sendable {
             if !completed.isEmpty { publishKernel(completed) }
             if fired {
                 if stopping.load(ordering: .acquiring) { break }
+                var count: UInt64 = 0
+                _ = read(doorbell.fd, &count, 8)
                 harvest(waiting: true)
                 armed = armPoll()
             }
@@ -214,7 +248,11 @@ final class CompatContext: @unchecked Sendable {
         guard count >= 0 else { return -EINVAL }
         guard count > 0 else { return 0 }
         guard let iocbs, !isBadUserPointer(iocbs) else { return -EFAULT }
-        defer { harvest() }
+        doorbell.enter()
+        defer {
+            doorbell.leave()
+            harvest()  // after leaving: what became ready before is reaped here, what comes later rings
+        }
         var submitted = 0
         var index = 0
         func result(_ error: Int32) -> Int32 { submitted > 0 ? Int32(submitted) : -error }
@@ -368,6 +406,7 @@ final class CompatContext: @unchecked Sendable {
             return Int32(-error.negatedErrno)
         }
         engineReads.wrappingAdd(1, ordering: .relaxed)
+        engineOutstanding.wrappingAdd(accepted, ordering: .sequentiallyConsistent)
         // Segments the engine did not take (it refused one after accepting others) fail in the event.
         for request in requests.dropFirst(accepted) {
             resolved.append((Int(request.tag & 0xffff), -Int(EAGAIN)))
@@ -390,16 +429,23 @@ final class CompatContext: @unchecked Sendable {
         guard !stopping.load(ordering: .relaxed) else { return }
         // A caller waiting in the engine (see getEvents) holds the token and reaps for everyone; other callers
         // skip, and the bridge waits its turn.
-        let events: [IOEvent]? =
-            waiting
-            ? reaping.withLock { _ in try? engine.getEvents(minimum: 0, maximum: capacity, timeout: .zero) }
-            : reaping.withLockIfAvailable { _ in try? engine.getEvents(minimum: 0, maximum: capacity, timeout: .zero) } ?? nil
-        guard let events, !events.isEmpty else { return }
-        publish(events)
+        if waiting {
+            reaping.withLock { _ in _ = reapLocked(minimum: 0, timeout: .zero) }
+        } else {
+            _ = reaping.withLockIfAvailable { _ in reapLocked(minimum: 0, timeout: .zero) }
+        }
     }
 
-    private func publish(_ events: [IOEvent]) {
+    /// Takes events from the engine and publishes them, with the token held: taking and publishing happen
+    /// under it, so whoever holds it sees `engineOutstanding` exactly (never counting an event that another
+    /// thread took but has not published yet).
+    private func reapLocked(minimum: Int, timeout: Duration?) -> Int {
+        guard let events = try? engine.getEvents(minimum: minimum, maximum: capacity, timeout: timeout),
+            !events.isEmpty
+        else { return 0 }
+        engineOutstanding.wrappingSubtract(events.count, ordering: .sequentiallyConsistent)
         complete(events.map { (UInt64($0.tag >> 16), Int($0.tag & 0xffff), $0.rawResult) })
+        return events.count
     }
 
     /// Records segment results; an iocb whose segments are all done is published with the kernel's
@@ -525,6 +571,17 @@ final class CompatContext: @unchecked Sendable {
     func getEvents(
         _ minimum: Int, _ maximum: Int, _ events: UnsafeMutablePointer<io_event>?, _ timeout: UnsafeMutablePointer<timespec>?
     ) -> Int32 {
+        doorbell.enter()
+        defer {
+            doorbell.leave()
+            harvest()  // after leaving: what became ready before is reaped here, what comes later rings
+        }
+        return waitForEvents(minimum, maximum, events, timeout)
+    }
+
+    private func waitForEvents(
+        _ minimum: Int, _ maximum: Int, _ events: UnsafeMutablePointer<io_event>?, _ timeout: UnsafeMutablePointer<timespec>?
+    ) -> Int32 {
         harvest()
         if let timeout, !isBadUserPointer(timeout), timeout.pointee.tv_sec == 0, timeout.pointee.tv_nsec == 0,
             ringIsEmpty()
@@ -551,7 +608,9 @@ final class CompatContext: @unchecked Sendable {
                 collected += consume(events + collected, maximum - collected)
             }
             if collected >= minimum || collected == maximum { return Int32(collected) }
-            if state.withLock({ $0.dead }) { return collected > 0 ? Int32(collected) : -EINVAL }
+            if stopping.load(ordering: .acquiring) || state.withLock({ $0.dead }) {
+                return collected > 0 ? Int32(collected) : -EINVAL
+            }
             var remaining: Int64 = -1
             if let deadline {
                 var now = timespec()
@@ -559,26 +618,32 @@ final class CompatContext: @unchecked Sendable {
                 remaining = Int64(deadline.tv_sec - now.tv_sec) * 1_000_000_000 + Int64(deadline.tv_nsec - now.tv_nsec)
                 if remaining <= 0 { return Int32(collected) }
             }
-            let (engineBusy, kernelBusy) = state.withLock { ($0.engineInFlight > 0, $0.kernelInFlight > 0) }
-            if engineBusy && !kernelBusy {
+            if !state.withLock({ $0.kernelInFlight > 0 }) {
                 // Only engine reads are outstanding: wait in the engine itself, which sleeps in a pending read's
                 // pread and wakes the moment its I/O ends, and do the final copy here, with no bridge hop.
-                // One event is enough to come back and look at the ring again; the engine must deliver it
-                // because nobody else may reap while this thread holds the token.
-                let timeout: Duration? = .nanoseconds(remaining < 0 ? 1_000_000 : min(remaining, 1_000_000))
-                let reaped = reaping.withLock { _ in
-                    try? engine.getEvents(minimum: 1, maximum: capacity, timeout: timeout)
+                // One event is enough to come back and look at the ring again. Under the token nobody else
+                // reaps, so an outstanding engine request is sure to come back to this thread.
+                let timeout: Duration? = remaining < 0 ? nil : .nanoseconds(remaining)
+                let waited = reaping.withLock { _ in
+                    guard engineOutstanding.load(ordering: .sequentiallyConsistent) > 0, ringIsEmpty() else {
+                        return false
+                    }
+                    _ = reapLocked(minimum: 1, timeout: timeout)
+                    return true
                 }
-                if let reaped, !reaped.isEmpty { publish(reaped) }
-                continue
+                if waited { continue }
             }
             waiters.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            // Asleep here this thread reaps nothing: engine events must ring the bridge, which publishes them.
+            doorbell.leave()
+            harvest()
             atomicMemoryFence(ordering: .sequentiallyConsistent)
             let seen = cbaio_load_acquire_u32(tailPointer)
             var interrupted = false
             if ringIsEmpty() && !state.withLock({ $0.dead }) {
                 interrupted = cbaio_futex_wait(tailPointer, seen, remaining) == -EINTR
             }
+            doorbell.enter()
             waiters.wrappingSubtract(1, ordering: .sequentiallyConsistent)
             if interrupted { return collected > 0 ? Int32(collected) : -EINTR }
             harvest()
