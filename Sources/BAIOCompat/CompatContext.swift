@@ -194,6 +194,7 @@ final class CompatContext: @unchecked Sendable {
         }
         let doorbell = doorbell
         engine.setReadyNotification { doorbell.ring() }
+        engine.keepRecentMappings(8)
         cbaio_prep_poll(pollIocb, doorbell.fd, Int16(POLLIN))
         bridge = try PosixThread.start(name: "baio-bridge") { [self] in runBridge() }
     }
