@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <libaio.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -488,6 +489,77 @@ static void section_sustained(io_context_t ctx) {
     printf("sustained: %d of %d reads completed, %d matched pread\n", completed, COUNT, matched);
 }
 
+// One thread submits (buffered reads, and every fourth an O_DIRECT read, which goes to the kernel) while
+// another waits for the events with no timeout: the submitter never reaps.
+enum { THREADED = 256 };
+static struct threaded {
+    io_context_t ctx;
+    int direct;
+    struct iocb iocbs[THREADED];
+    char *buffers[THREADED];
+    off_t offsets[THREADED];
+} threaded;
+
+static void *threaded_submitter(void *unused) {
+    (void)unused;
+    for (int i = 0; i < THREADED; i += 8) {
+        struct iocb *list[8];
+        for (int j = 0; j < 8; j++) list[j] = &threaded.iocbs[i + j];
+        int done = 0;
+        while (done < 8) {
+            int rc = io_submit(threaded.ctx, 8 - done, list + done);
+            if (rc > 0) done += rc;
+            else if (rc == -EAGAIN) {
+                struct timespec pause = {0, 1000 * 1000};
+                nanosleep(&pause, NULL);
+            } else {
+                printf("threads: io_submit = %s\n", name(rc));
+                return NULL;
+            }
+        }
+    }
+    return NULL;
+}
+
+static void section_threads(void) {
+    evict();
+    io_context_t ctx = 0;
+    io_setup(64, &ctx);
+    threaded.ctx = ctx;
+    threaded.direct = open(data_path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    uint64_t seed = 7;
+    for (int i = 0; i < THREADED; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        threaded.offsets[i] = (off_t)((seed >> 33) % (uint64_t)(data_size / 4096)) * 4096;
+        if (posix_memalign((void **)&threaded.buffers[i], 4096, 4096) != 0) return;
+        int fd = (i % 4 == 3 && threaded.direct >= 0) ? threaded.direct : data_fd;
+        io_prep_pread(&threaded.iocbs[i], fd, threaded.buffers[i], 4096, threaded.offsets[i]);
+        threaded.iocbs[i].data = (void *)(uintptr_t)(i + 1);
+    }
+    pthread_t submitter;
+    pthread_create(&submitter, NULL, threaded_submitter, NULL);
+    static struct io_event events[THREADED];
+    int got = 0;
+    while (got < THREADED) {
+        int rc = io_getevents(ctx, 1, THREADED - got, events + got, NULL);
+        if (rc <= 0) {
+            printf("threads: io_getevents = %s\n", name(rc));
+            break;
+        }
+        got += rc;
+    }
+    pthread_join(submitter, NULL);
+    int matched = 0;
+    for (int e = 0; e < got; e++) {
+        int i = (int)(uintptr_t)events[e].data - 1;
+        matched += strcmp(matches_pread(threaded.buffers[i], (long)events[e].res, threaded.offsets[i], 4096), "yes") == 0;
+    }
+    printf("threads: %d of %d events, %d matched pread\n", got, THREADED, matched);
+    io_destroy(ctx);
+    for (int i = 0; i < THREADED; i++) free(threaded.buffers[i]);
+    if (threaded.direct >= 0) close(threaded.direct);
+}
+
 static void section_destroy_in_flight(void) {
     io_context_t ctx = 0;
     printf("destroy: io_setup(32) = %s\n", name(io_setup(32, &ctx)));
@@ -545,6 +617,7 @@ int main(int argc, char **argv) {
     section_userspace_reap(ctx);
     section_fork(ctx);
     section_sustained(ctx);
+    section_threads();
     section_capacity();
     section_queue();
     printf("io_destroy = %s\n", name(io_destroy(ctx)));
