@@ -83,7 +83,9 @@ public func baio_io_cancel(
 
 /// `int io_queue_init(int maxevents, io_context_t *ctxp)`: libaio checks `maxevents` itself.
 @_cdecl("io_queue_init")
-public func baio_io_queue_init(_ maximumEvents: Int32, _ contextPointer: UnsafeMutablePointer<io_context_t?>?) -> Int32 {
+public func baio_io_queue_init(
+    _ maximumEvents: Int32, _ contextPointer: UnsafeMutablePointer<io_context_t?>?
+) -> Int32 {
     guard maximumEvents > 0 else { return -EINVAL }
     contextPointer?.pointee = nil
     return baio_io_setup(maximumEvents, contextPointer)

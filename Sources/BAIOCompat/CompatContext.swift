@@ -104,7 +104,9 @@ final class CompatContext: @unchecked Sendable {
     let doorbell: Doorbell
     private var bridge: pthread_t? = nil
 
-    private init(kernel: io_context_t, ring: UnsafeMutableRawPointer, ringBytes: Int, ringSize: UInt32, engine: IOContext) {
+    private init(
+        kernel: io_context_t, ring: UnsafeMutableRawPointer, ringBytes: Int, ringSize: UInt32, engine: IOContext
+    ) {
         self.kernel = kernel
         self.ring = ring
         self.ringBytes = ringBytes
@@ -144,12 +146,14 @@ final class CompatContext: @unchecked Sendable {
         mapped.storeBytes(of: 0, toByteOffset: RingLayout.idOffset, as: UInt32.self)
         mapped.storeBytes(of: size, toByteOffset: RingLayout.nrOffset, as: UInt32.self)
         mapped.storeBytes(of: 1, toByteOffset: RingLayout.compatFeaturesOffset, as: UInt32.self)
-        mapped.storeBytes(of: UInt32(RingLayout.headerLength), toByteOffset: RingLayout.headerLengthOffset, as: UInt32.self)
+        mapped.storeBytes(
+            of: UInt32(RingLayout.headerLength), toByteOffset: RingLayout.headerLengthOffset, as: UInt32.self)
         mapped.storeBytes(of: RingLayout.magic, toByteOffset: RingLayout.magicOffset, as: UInt32.self)
         let context: CompatContext
         do {
             context = CompatContext(
-                kernel: kernel, ring: mapped, ringBytes: bytes, ringSize: size, engine: try IOContext(capacity: 1 << 20))
+                kernel: kernel, ring: mapped, ringBytes: bytes, ringSize: size,
+                engine: try IOContext(capacity: 1 << 20))
         } catch {
             _ = cbaio_sys_io_destroy(kernel)
             munmap(mapped, bytes)
@@ -268,7 +272,9 @@ final class CompatContext: @unchecked Sendable {
                 index += 1
             case .kernel:
                 var end = index + 1
-                while end < count, let next = iocbs[end], !isBadUserPointer(next), case .kernel = route(next) { end += 1 }
+                while end < count, let next = iocbs[end], !isBadUserPointer(next), case .kernel = route(next) {
+                    end += 1
+                }
                 let granted = reserveKernel(end - index)
                 guard granted > 0 else { return result(EAGAIN) }
                 let accepted = cbaio_sys_io_submit(kernel, granted, iocbs + index)
@@ -420,7 +426,8 @@ final class CompatContext: @unchecked Sendable {
         var target = [CChar](repeating: 0, count: 64)
         let count = readlink("/proc/self/fd/\(fd)", &target, target.count - 1)
         guard count > 0 else { return false }
-        return String(decoding: target.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self) == "anon_inode:[eventfd]"
+        let link = String(decoding: target.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return link == "anon_inode:[eventfd]"
     }
 
     // MARK: - Completion
@@ -570,7 +577,8 @@ final class CompatContext: @unchecked Sendable {
     /// io_getevents: the kernel's argument rules and libaio's shortcut (a zero timeout on an empty ring
     /// returns 0 before any check).
     func getEvents(
-        _ minimum: Int, _ maximum: Int, _ events: UnsafeMutablePointer<io_event>?, _ timeout: UnsafeMutablePointer<timespec>?
+        _ minimum: Int, _ maximum: Int, _ events: UnsafeMutablePointer<io_event>?,
+        _ timeout: UnsafeMutablePointer<timespec>?
     ) -> Int32 {
         doorbell.enter()
         defer {
@@ -581,7 +589,8 @@ final class CompatContext: @unchecked Sendable {
     }
 
     private func waitForEvents(
-        _ minimum: Int, _ maximum: Int, _ events: UnsafeMutablePointer<io_event>?, _ timeout: UnsafeMutablePointer<timespec>?
+        _ minimum: Int, _ maximum: Int, _ events: UnsafeMutablePointer<io_event>?,
+        _ timeout: UnsafeMutablePointer<timespec>?
     ) -> Int32 {
         harvest()
         if let timeout, !isBadUserPointer(timeout), timeout.pointee.tv_sec == 0, timeout.pointee.tv_nsec == 0,

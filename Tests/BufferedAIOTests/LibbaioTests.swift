@@ -47,7 +47,9 @@ enum Libbaio {
     "libbaio, the libaio drop-in", .serialized, .enabled(if: Scratch.available, Scratch.skipReason),
     .timeLimit(.minutes(3)))
 struct LibbaioTests {
-    @Test("a libaio program gives the same events, data and errors with libbaio preloaded, and the engine served its reads")
+    @Test(
+        "a libaio program gives the same events, data and errors with libbaio preloaded, and the engine served its reads"
+    )
     func conformance() throws {
         let library = try #require(Libbaio.library, "libBAIOCompat.so was not built next to the tests")
         let directory = try Scratch.location.get()
