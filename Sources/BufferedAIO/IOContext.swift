@@ -186,6 +186,7 @@ public final class IOContext: Sendable {
     public func close() {
         guard queue.markClosed() else { return }
         engine.shutdown()
+        engine.mappings.keepRecent(0)
         queue.finishClosing()
     }
 
@@ -204,6 +205,13 @@ public final class IOContext: Sendable {
 
     /// Calls `handler` (on the poller thread, or the submitting thread for inline completions) each time
     /// events become ready; it must not block. For bridges such as libbaio that signal a caller's eventfd.
+    /// Keeps the engine's `count` most recently used file mappings (its mincore windows) alive between
+    /// requests until ``close()``, instead of unmapping a file when its last request finishes. For libbaio,
+    /// whose callers submit one read at a time by descriptor.
+    package func keepRecentMappings(_ count: Int) {
+        engine.mappings.keepRecent(count)
+    }
+
     package func setReadyNotification(_ handler: @escaping @Sendable () -> Void) {
         queue.notification.withLock { $0 = handler }
         queue.hasNotification.store(true, ordering: .releasing)

@@ -3,6 +3,8 @@
 #include "CBufferedAIO.h"
 
 #include <errno.h>
+#include <linux/futex.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -86,3 +88,39 @@ long cbaio_filesystem_type(const char *path) {
     struct statfs info;
     return statfs(path, &info) == 0 ? (long)info.f_type : -1;
 }
+
+static long cbaio_negated(long rc) { return rc < 0 ? -errno : rc; }
+
+long cbaio_sys_io_setup(unsigned nr_events, io_context_t *context) {
+    return cbaio_negated(syscall(SYS_io_setup, nr_events, context));
+}
+
+long cbaio_sys_io_destroy(io_context_t context) { return cbaio_negated(syscall(SYS_io_destroy, context)); }
+
+long cbaio_sys_io_submit(io_context_t context, long count, struct iocb **iocbs) {
+    return cbaio_negated(syscall(SYS_io_submit, context, count, iocbs));
+}
+
+long cbaio_sys_io_getevents(io_context_t context, long minimum, long maximum, struct io_event *events,
+                            struct timespec *timeout) {
+    return cbaio_negated(syscall(SYS_io_getevents, context, minimum, maximum, events, timeout));
+}
+
+long cbaio_sys_io_cancel(io_context_t context, struct iocb *iocb, struct io_event *result) {
+    return cbaio_negated(syscall(SYS_io_cancel, context, iocb, result));
+}
+
+void cbaio_prep_poll(struct iocb *iocb, int fd, short events) { io_prep_poll(iocb, fd, events); }
+
+uint32_t cbaio_load_acquire_u32(const uint32_t *address) { return __atomic_load_n(address, __ATOMIC_ACQUIRE); }
+
+void cbaio_store_release_u32(uint32_t *address, uint32_t value) { __atomic_store_n(address, value, __ATOMIC_RELEASE); }
+
+int cbaio_futex_wait(uint32_t *address, uint32_t expected, int64_t timeout_ns) {
+    struct timespec spec = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
+    long rc = syscall(SYS_futex, address, FUTEX_WAIT_PRIVATE, expected, timeout_ns < 0 ? NULL : &spec, NULL, 0);
+    if (rc == 0 || errno == EAGAIN) return 0;
+    return -errno;
+}
+
+void cbaio_futex_wake_all(uint32_t *address) { syscall(SYS_futex, address, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0); }

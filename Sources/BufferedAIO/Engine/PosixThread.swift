@@ -2,7 +2,7 @@
 import CBufferedAIO
 import Glibc
 
-enum PosixThread {
+package enum PosixThread {
     private final class Box {
         let name: String
         let body: () -> Void
@@ -14,7 +14,7 @@ enum PosixThread {
 
     /// Starts a thread named `name` (at most 15 bytes, the kernel's limit) running `body`.
     /// The closure is handed over with one `passRetained` and taken back once, by the thread.
-    static func start(name: String, _ body: @escaping () -> Void) throws(BufferedAIOError) -> pthread_t {
+    package static func start(name: String, _ body: @escaping () -> Void) throws(BufferedAIOError) -> pthread_t {
         let box = Unmanaged.passRetained(Box(name: String(name.utf8.prefix(15))!, body: body))
         var thread = pthread_t()
         let result = pthread_create(

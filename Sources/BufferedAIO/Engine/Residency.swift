@@ -104,12 +104,41 @@ final class MappingCache: Sendable {
     }
 
     private let entries = Mutex<[Key: WeakMapping]>([:])
+    /// Strong references to the most recently used mappings, when the owner asked for them
+    /// (``keepRecent(_:)``): at queue depth 1 the only request holding a mapping finishes before the next
+    /// submit, and unmapping and remapping the file for every read costs a TLB shootdown each time.
+    private let recent = Mutex<(limit: Int, mappings: [FileMapping])>((0, []))
+
+    /// Keeps up to `count` recently used mappings alive between requests (0, the default, keeps none).
+    func keepRecent(_ count: Int) {
+        let released = recent.withLock { state in
+            state.limit = count
+            defer { state.mappings = Array(state.mappings.suffix(count)) }
+            return state.mappings.dropLast(count)
+        }
+        _ = released
+    }
+
+    private func remember(_ mapping: FileMapping) {
+        recent.withLock { state in
+            guard state.limit > 0, state.mappings.last !== mapping else { return }
+            state.mappings.removeAll { $0 === mapping }
+            state.mappings.append(mapping)
+            if state.mappings.count > state.limit { state.mappings.removeFirst() }
+        }
+    }
 
     /// A mapping of the file behind `fd` covering at least `[0, end)`, made from `fd` if none is live.
     /// Its length is the file's (rounded up to 64 MiB), never the caller's request.
     func mapping(fd: Int32, info: stat, covering end: Int64) -> FileMapping? {
         let key = Key(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
-        return entries.withLock { entries in
+        let mapping = lookUp(key, fd: fd, info: info, covering: end)
+        if let mapping { remember(mapping) }
+        return mapping
+    }
+
+    private func lookUp(_ key: Key, fd: Int32, info: stat, covering end: Int64) -> FileMapping? {
+        entries.withLock { entries in
             if let live = entries[key]?.mapping, Int64(live.length) >= end { return live }
             let granule: Int64 = 64 << 20
             let wanted = max(end, Int64(info.st_size))

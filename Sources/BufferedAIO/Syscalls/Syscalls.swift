@@ -124,25 +124,27 @@ func system_ppoll_readable(_ fd: Int32, timeout: Duration?) -> Bool {
     return cbaio_wait_readable(fd, nanoseconds) == 1
 }
 
-// MARK: - libaio
+// MARK: - Kernel AIO
+// Raw system calls, not libaio's functions: in libBAIOCompat.so (or with it preloaded) the io_* names
+// resolve to libbaio's exports, which would send the engine's own direct reads back into libbaio.
 
 func system_io_setup(_ events: Int32, _ context: inout io_context_t?) -> Int32 {
-    io_setup(events, &context)
+    Int32(cbaio_sys_io_setup(UInt32(bitPattern: events), &context))
 }
 
 func system_io_destroy(_ context: io_context_t) -> Int32 {
-    io_destroy(context)
+    Int32(cbaio_sys_io_destroy(context))
 }
 
 func system_io_submit(_ context: io_context_t, _ count: Int, _ iocbs: UnsafeMutablePointer<UnsafeMutablePointer<iocb>?>) -> Int32 {
-    io_submit(context, count, iocbs)
+    Int32(cbaio_sys_io_submit(context, count, iocbs))
 }
 
 func system_io_getevents(
     _ context: io_context_t, _ minimum: Int, _ maximum: Int, _ events: UnsafeMutablePointer<io_event>,
     _ timeout: UnsafeMutablePointer<timespec>?
 ) -> Int32 {
-    io_getevents(context, minimum, maximum, events, timeout)
+    Int32(cbaio_sys_io_getevents(context, minimum, maximum, events, timeout))
 }
 
 // MARK: - Process facts

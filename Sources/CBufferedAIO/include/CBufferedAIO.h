@@ -66,4 +66,26 @@ int cbaio_get_status_flags(int fd);
 void cbaio_prep_pread(struct iocb *iocb, int fd, void *buffer, size_t count, int64_t offset, int eventfd,
                       uint64_t data);
 
+// The kernel's AIO system calls themselves, returning a negative errno like libaio does. The engine and
+// libbaio must never call libaio's io_* functions: inside libBAIOCompat.so, or with it preloaded, those
+// names resolve to libbaio's own exports and would recurse.
+long cbaio_sys_io_setup(unsigned nr_events, io_context_t *context);
+long cbaio_sys_io_destroy(io_context_t context);
+long cbaio_sys_io_submit(io_context_t context, long count, struct iocb **iocbs);
+long cbaio_sys_io_getevents(io_context_t context, long minimum, long maximum, struct io_event *events,
+                            struct timespec *timeout);
+long cbaio_sys_io_cancel(io_context_t context, struct iocb *iocb, struct io_event *result);
+
+// IOCB_CMD_POLL, for libbaio's bridge thread to wait on an eventfd and kernel completions at once.
+void cbaio_prep_poll(struct iocb *iocb, int fd, short events);
+
+// 32-bit atomics on memory shared with user code that reads it without our locks (libbaio's ring).
+uint32_t cbaio_load_acquire_u32(const uint32_t *address);
+void cbaio_store_release_u32(uint32_t *address, uint32_t value);
+
+// futex(2) on a 32-bit word: waits while *address == expected (timeout_ns < 0: forever). Returns 0 when
+// woken or the value differed, or -errno (-ETIMEDOUT, -EINTR).
+int cbaio_futex_wait(uint32_t *address, uint32_t expected, int64_t timeout_ns);
+void cbaio_futex_wake_all(uint32_t *address);
+
 #endif
