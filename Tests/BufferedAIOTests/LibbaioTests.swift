@@ -3,6 +3,7 @@
 import Foundation
 import Glibc
 import Testing
+import TestSupport
 
 enum Libbaio {
     /// libBAIOCompat.so, built next to this test bundle.
