@@ -228,10 +228,9 @@ struct ReadBehaviourTests {
         #expect(status == 0, "baio demo as uid 65534 failed:\n\(output)")
         #expect(output.contains("verified: yes"))
         #expect(output.contains("probe: nowait"), "a non-owner must not trust mincore:\n\(output)")
-        // The first read of the evicted file cannot be cached at submit; later ones may be, when the kernel's
-        // readahead for earlier reads reached them first.
-        let inline = output.split(separator: "\n").first { $0.hasPrefix("inline: ") }.flatMap { Int($0.dropFirst(8)) }
-        #expect(inline.map { $0 < 24 } == true, "the evicted reads should have waited for readahead:\n\(output)")
+        // How many of the evicted reads complete inside submit is not asserted: on Linux 6.12+ a RWF_NOWAIT
+        // miss starts the read in the caller, and under memory pressure that start can take long enough for
+        // the data to arrive before the call returns (all 24 did once, with parallel builds running).
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in file.expected(0, file.size) { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
         #expect(output.contains("engine-fnv1a64: \(String(hash, radix: 16))"), "output:\n\(output)")
