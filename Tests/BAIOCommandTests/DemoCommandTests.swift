@@ -1,18 +1,11 @@
 // End-to-end tests of `baio demo`, `baio bench` and the root command, run as the built binary.
 import Foundation
 import Testing
+import TestSupport
 
 enum Baio {
     /// The `baio` executable next to this test bundle (in the same build directory).
-    static var path: String? {
-        var url = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        for _ in 0..<6 {
-            url.deleteLastPathComponent()
-            let candidate = url.appendingPathComponent("baio").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        return nil
-    }
+    static var path: String? { builtProduct("baio") }
 
     static func run(_ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
         let process = Process()

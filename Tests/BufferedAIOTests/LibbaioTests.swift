@@ -7,15 +7,7 @@ import TestSupport
 
 enum Libbaio {
     /// libBAIOCompat.so, built next to this test bundle.
-    static var library: String? {
-        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        for _ in 0..<6 {
-            directory.deleteLastPathComponent()
-            let candidate = directory.appendingPathComponent("libBAIOCompat.so").path
-            if FileManager.default.fileExists(atPath: candidate) { return candidate }
-        }
-        return nil
-    }
+    static var library: String? { builtProduct("libBAIOCompat.so") }
 
     static let conformanceSource = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Compat/libaio_conformance.c").path

@@ -239,19 +239,7 @@ struct ReadBehaviourTests {
 
 /// The `baio` executable built next to this test bundle.
 enum BaioBinary {
-    static var path: String? {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard n > 0 else { return nil }
-        var directory = String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        while let slash = directory.lastIndex(of: "/") {
-            directory = String(directory[..<slash])
-            let candidate = directory + "/baio"
-            if access(candidate, X_OK) == 0 { return candidate }
-            if directory.hasSuffix(".build") { break }
-        }
-        return nil
-    }
+    static var path: String? { builtProduct("baio") }
 
     static func run(_ arguments: [String]) -> (Int32, String) {
         var pipeFDs: [Int32] = [0, 0]

@@ -270,3 +270,20 @@ public struct SeededGenerator: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+/// A product built into the same build directory as this test bundle (the `baio` tool, libBAIOCompat.so),
+/// or nil if it was not built.
+public func builtProduct(_ name: String) -> String? {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    guard n > 0 else { return nil }
+    var directory = String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    while let slash = directory.lastIndex(of: "/") {
+        directory = String(directory[..<slash])
+        let candidate = directory + "/" + name
+        var info = stat()
+        if stat(candidate, &info) == 0 && info.st_mode & S_IFMT == S_IFREG { return candidate }
+        if directory.hasSuffix(".build") { break }
+    }
+    return nil
+}
