@@ -7,6 +7,6 @@ struct BAIO: AsyncParsableCommand {
         commandName: "baio",
         abstract: "Asynchronous buffered file reads in userspace (mincore/RWF_NOWAIT + readahead + libaio).",
         version: "0.1.0",
-        subcommands: [Demo.self, Bench.self]
+        subcommands: [Demo.self, Bench.self, DD.self]
     )
 }
