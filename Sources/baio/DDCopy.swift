@@ -16,8 +16,26 @@ let oDirect: Int32 = 0o40000
 let oDirect: Int32 = 0o200000
 #endif
 
+/// The thread that copies. The command runs on a Swift concurrency thread, and a process-directed SIGINT
+/// may land on any thread, so the handler passes it on to this one to interrupt its blocking read or write.
+let ddCopyThread = Atomic<UInt>(0)
+
 private func ddHandleInterrupt(_ signal: Int32) {
-    ddInterrupted.store(true, ordering: .relaxed)
+    let first = !ddInterrupted.exchange(true, ordering: .relaxed)
+    let copier = ddCopyThread.load(ordering: .relaxed)
+    if copier != 0 && pthread_self() != copier { pthread_kill(copier, SIGINT) }
+    if first {
+        // The copy may have checked the flag just before entering a blocking write: interrupt it again every
+        // 50 ms until it ends, from SIGALRM (only the handlers' async-signal-safe calls are used).
+        var every = itimerval(
+            it_interval: timeval(tv_sec: 0, tv_usec: 50_000), it_value: timeval(tv_sec: 0, tv_usec: 50_000))
+        setitimer(__itimer_which_t(ITIMER_REAL.rawValue), &every, nil)
+    }
+}
+
+private func ddHandleAlarm(_ signal: Int32) {
+    let copier = ddCopyThread.load(ordering: .relaxed)
+    if copier != 0 { pthread_kill(copier, SIGINT) }
 }
 
 /// A failure after operands were accepted: GNU's message (without the `baio: ` prefix).
@@ -57,10 +75,10 @@ private func monotonicNanoseconds() -> UInt64 {
 /// stays full while the writer works.
 final class DDEngineInput {
     /// Total bytes of reads in flight; see docs/cli.md for how it was chosen.
-    static let window = 32 << 20
+    static let window = getenv("BAIO_DD_WINDOW").map { Int(String(cString: $0))! } ?? 32 << 20
     /// The size of one engine read, rounded to whole input blocks. At 1 MiB a cached read is still copied
     /// inline in submit (EngineConfiguration.inlineCopyLimit).
-    static let targetChunk = 1 << 20
+    static let targetChunk = getenv("BAIO_DD_CHUNK").map { Int(String(cString: $0))! } ?? 1 << 20
 
     let file: BufferedFile
     let context: IOContext
@@ -228,7 +246,7 @@ final class DDPlainInput {
             return n
         }
         var total = 0
-        while total < size {
+        while total < size && !ddInterrupted.load(ordering: .relaxed) {
             let n = readOnce(buffer.baseAddress! + total, size - total)
             if n < 0 { throw DDFailure("error reading \(quote(name))", errno: errno) }
             if n == 0 { break }
@@ -283,6 +301,8 @@ final class DDOutput {
         }
         var total = 0
         while total < size {
+            // GNU checks for signals before every write: a write cut short by ^C is not resumed.
+            if ddInterrupted.load(ordering: .relaxed) { break }
             var written = 0
             finalOperationWasSeek = false
             if sparse && isZero(buffer, size) {
@@ -479,7 +499,8 @@ struct DDCopier {
         do {
             try copy()
         } catch {
-            DDUsageError.warn(error.message)
+            // A write or read cut short by ^C is not an error to report: the summary says where it stopped.
+            if !ddInterrupted.load(ordering: .relaxed) { DDUsageError.warn(error.message) }
             status = 1
         }
         if ddInterrupted.load(ordering: .relaxed) {
@@ -493,13 +514,21 @@ struct DDCopier {
     }
 
     /// No SA_RESTART, so a write to a full pipe or a read of a quiet one returns EINTR and the loop sees the
-    /// flag; SA_RESETHAND, so a second ^C ends the process at once, as with GNU dd.
+    /// flag.
     private func installInterruptHandler() {
+        // Dispatch's worker threads, this one included, start with SIGINT blocked.
+        var interrupt = sigset_t()
+        sigemptyset(&interrupt)
+        sigaddset(&interrupt, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &interrupt, nil)
+        ddCopyThread.store(pthread_self(), ordering: .relaxed)
         var action = sigaction()
         action.__sigaction_handler.sa_handler = ddHandleInterrupt
         sigemptyset(&action.sa_mask)
-        action.sa_flags = SA_NODEFER | Int32(bitPattern: UInt32(SA_RESETHAND))
+        action.sa_flags = 0
         sigaction(SIGINT, &action, nil)
+        action.__sigaction_handler.sa_handler = ddHandleAlarm
+        sigaction(SIGALRM, &action, nil)
     }
 
     private mutating func copy() throws(DDFailure) {
@@ -577,27 +606,16 @@ struct DDCopier {
         return fd
     }
 
-    /// seek=: lseek where the output allows it, else writes obs-sized blocks of zeros (GNU's `skip` on
-    /// standard output).
+    /// seek=: an lseek of the output. GNU dd refuses to seek an output that cannot (a pipe): it would have
+    /// to read what it skips, so it reports "cannot seek" and stops.
     private func seekOutput(_ output: DDOutput) throws(DDFailure) {
         let o = operands
         guard o.seekRecords > 0 || o.seekBytes > 0 else { return }
         let (bytes, overflow) = o.seekRecords.multipliedReportingOverflow(by: o.outputBlockSize)
-        if !overflow, !bytes.addingReportingOverflow(o.seekBytes).overflow,
-            lseek(output.fd, off_t(bytes + o.seekBytes), SEEK_CUR) >= 0
-        {
-            return
-        }
-        let zeros = [UInt8](repeating: 0, count: o.seekRecords > 0 ? o.outputBlockSize : o.seekBytes)
-        var records = o.seekRecords
-        var tail = o.seekBytes
-        while records > 0 || tail > 0 {
-            let size = records > 0 ? o.outputBlockSize : tail
-            let written = zeros.withUnsafeBytes { output.write($0.baseAddress!, size) }
-            if written != size { throw DDFailure("writing to \(quote(outputName))", errno: errno) }
-            if records > 0 { records -= 1 } else { tail = 0 }
-            if ddInterrupted.load(ordering: .relaxed) { return }
-        }
+        let (offset, overflow2) = bytes.addingReportingOverflow(o.seekBytes)
+        if !overflow && !overflow2 && lseek(output.fd, off_t(offset), SEEK_CUR) >= 0 { return }
+        let code = overflow || overflow2 ? EOVERFLOW : errno
+        throw DDFailure("\(quoteIfNeeded(outputName)): cannot seek", errno: code)
     }
 
     private var interrupted: Bool { ddInterrupted.load(ordering: .relaxed) }
@@ -646,8 +664,8 @@ struct DDCopier {
             file.close()
             throw DDFailure("failed to open \(quote(o.input!))", errno: EINVAL)
         }
-        // The poller inherits this thread's signal mask: with SIGINT blocked there, ^C always interrupts
-        // this thread, whose blocked write or read then returns EINTR.
+        // The poller inherits this thread's signal mask: with SIGINT blocked there, the engine's thread never
+        // runs the handler, and its waits are not cut short.
         var blocked = sigset_t()
         var previous = sigset_t()
         sigemptyset(&blocked)
