@@ -70,30 +70,34 @@ private func monotonicNanoseconds() -> UInt64 {
 // MARK: - Input
 
 /// A regular file read through an IOContext: the byte range [start, end) in chunks of whole input blocks,
-/// with `depth` chunks in flight ahead of the consumer and the buffers reused in a ring. The kernel's own
-/// readahead ramps up per read(2) call; here the window is deep from the first chunk, so the device queue
-/// stays full while the writer works.
+/// read ahead of the consumer into a ring of reused buffers. The kernel's own readahead ramps up per read(2)
+/// call; here ``window`` bytes are in flight from the first chunk on, so the device queue stays full while
+/// the writer works. (A window that opened only once a read was found waiting measured no faster on cached
+/// files and a little slower on evicted ones, so it is fixed.)
 final class DDEngineInput {
-    /// Total bytes of reads in flight; see docs/cli.md for how it was chosen.
-    static let window = getenv("BAIO_DD_WINDOW").map { Int(String(cString: $0))! } ?? 32 << 20
+    /// The most bytes of reads in flight; see docs/cli.md for how it was chosen.
+    static let window = 32 << 20
     /// The size of one engine read, rounded to whole input blocks. At 1 MiB a cached read is still copied
     /// inline in submit (EngineConfiguration.inlineCopyLimit).
-    static let targetChunk = getenv("BAIO_DD_CHUNK").map { Int(String(cString: $0))! } ?? 1 << 20
+    static let targetChunk = 1 << 20
 
     let file: BufferedFile
     let context: IOContext
     let mode: ReadMode
     let chunk: Int
+    /// Chunks in flight.
     let depth: Int
+    /// Buffers allocated so far (at most ``depth``); a read's tag is its slot.
     private var slots: [UnsafeMutableRawBufferPointer] = []
-    /// Bytes each slot's read returned, by slot; nil while pending.
-    private var results: [Result<Int, BufferedAIOError>?]
-    private var requested: [Int]
-    private var offsets: [Int64]
+    private var free: [Int] = []
+    /// Slots with reads in flight or done and not yet consumed, in file order.
+    private var order: [Int] = []
+    /// Bytes each slot's read returned; nil while pending.
+    private var results: [Result<Int, BufferedAIOError>?] = []
+    private var requested: [Int] = []
+    private var offsets: [Int64] = []
     private var nextOffset: Int64
     private(set) var end: Int64
-    private var submitted = 0
-    private var consumed = 0
     private var lent: Int?
 
     init(file: BufferedFile, start: Int64, end: Int64, blockSize: Int, direct: Bool) throws(DDFailure) {
@@ -104,9 +108,6 @@ final class DDEngineInput {
         // Two chunks at least so reading overlaps writing; one if a chunk alone is huge (bs=1G), as GNU dd
         // would hold only one buffer of it.
         depth = chunk >= 256 << 20 ? 1 : max(2, Self.window / chunk)
-        results = Array(repeating: nil, count: depth)
-        requested = Array(repeating: 0, count: depth)
-        offsets = Array(repeating: 0, count: depth)
         nextOffset = start
         self.end = end
         do {
@@ -114,45 +115,59 @@ final class DDEngineInput {
         } catch {
             throw DDFailure("cannot create an IO context: \(error)")
         }
-        for _ in 0..<depth {
-            guard let slot = allocateAligned(chunk) else {
-                close()
-                throw DDFailure("memory exhausted by input buffer of size \(chunk) bytes")
-            }
-            slots.append(slot)
-        }
     }
 
-    /// Starts the first window of reads.
-    func start() throws(DDFailure) {
-        for slot in 0..<depth { try submit(slot) }
+    /// Starts the first reads.
+    func start() throws(DDFailure) { try fill() }
+
+    /// Submits reads until ``depth`` are in flight, allocating buffers the first time round.
+    private func fill() throws(DDFailure) {
+        while order.count < depth && nextOffset < end {
+            let slot: Int
+            if let reused = free.popLast() {
+                slot = reused
+            } else if slots.count < depth {
+                guard let buffer = allocateAligned(chunk) else {
+                    throw DDFailure("memory exhausted by input buffer of size \(chunk) bytes")
+                }
+                slots.append(buffer)
+                results.append(nil)
+                requested.append(0)
+                offsets.append(0)
+                slot = slots.count - 1
+            } else {
+                return
+            }
+            try submit(slot)
+        }
     }
 
     private func submit(_ slot: Int) throws(DDFailure) {
-        guard nextOffset < end else { return }
         let length = Int(min(Int64(chunk), end - nextOffset))
         let request = ReadRequest(
-            .file(file), offset: nextOffset, length: length, into: slots[slot], tag: UInt64(submitted), mode: mode)
+            .file(file), offset: nextOffset, length: length, into: slots[slot], tag: UInt64(slot), mode: mode)
         do {
             try context.submit(request)
         } catch {
+            free.append(slot)
             throw DDFailure("error reading \(quote(file.path))", errno: Int32(truncatingIfNeeded: -error.negatedErrno))
         }
+        results[slot] = nil
         requested[slot] = length
         offsets[slot] = nextOffset
+        order.append(slot)
         nextOffset += Int64(length)
-        submitted += 1
     }
 
     /// The next chunk in file order, valid until the next call; nil at the end. The chunk handed out
-    /// before is read again (its slot refilled) first, so no buffer is allocated after the first window.
+    /// before is read again (its buffer refilled) first, so no buffer is allocated once the window is open.
     func next() throws(DDFailure) -> UnsafeRawBufferPointer? {
         if let previous = lent {
             lent = nil
-            try submit(previous)
+            free.append(previous)
         }
-        guard consumed < submitted else { return nil }
-        let slot = consumed % depth
+        try fill()
+        guard let slot = order.first else { return nil }
         while results[slot] == nil {
             let events: [IOEvent]
             do {
@@ -160,23 +175,22 @@ final class DDEngineInput {
             } catch {
                 throw DDFailure("error reading \(quote(file.path))", errno: Int32(truncatingIfNeeded: -error.negatedErrno))
             }
-            for event in events { results[Int(event.tag % UInt64(depth))] = event.result }
+            for event in events { results[Int(event.tag)] = event.result }
         }
-        let result = results[slot]!
-        results[slot] = nil
-        consumed += 1
+        order.removeFirst()
+        lent = slot
         let count: Int
-        switch result {
+        switch results[slot]! {
         case .success(let n): count = n
-        case .failure(let error): throw DDFailure("error reading \(quote(file.path))", errno: Int32(truncatingIfNeeded: -error.negatedErrno))
+        case .failure(let error):
+            throw DDFailure("error reading \(quote(file.path))", errno: Int32(truncatingIfNeeded: -error.negatedErrno))
         }
         if count < requested[slot] {
-            // The file ended early (it shrank): what is in flight beyond it is discarded at close.
+            // The file ended early (it shrank): reads beyond it are left to be cancelled at close.
             end = offsets[slot] + Int64(count)
-            submitted = consumed
             nextOffset = end
+            order.removeAll()
         }
-        lent = slot
         guard count > 0 else { return nil }
         return UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(slots[slot])[0..<count])
     }
