@@ -149,10 +149,9 @@ private struct Summary: Equatable {
     var copied: String?
 
     init(_ stderr: String, tool: String) {
-        for line in stderr.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) where !line.isEmpty {
-            if let match = line.wholeMatch(
-                of: /(\d+ bytes? (\([0-9.]+ [kMGT]?B(, [0-9.]+ [KMGT]iB)?\) )?copied), [0-9.e+-]+ s, ([0-9.]+ [kMGTPE]B|Infinity B)\/s/)
-            {
+        let transfer = /(\d+ bytes? (\([0-9.]+ [kMGT]?B(, [0-9.]+ [KMGT]iB)?\) )?copied), [0-9.e+-]+ s, ([0-9.]+ [kMGTPE]B|Infinity B)\/s/
+        for line in stderr.split(separator: "\n").map(String.init) {
+            if let match = line.wholeMatch(of: transfer) {
                 copied = String(match.1)
             } else {
                 lines.append(line.replacingOccurrences(of: "\(tool): ", with: "TOOL: "))
@@ -229,7 +228,8 @@ struct DDCommandTests {
         // A Bool, not the arrays: Swift Testing would diff megabytes element by element on a failure.
         let same = ourBytes == theirBytes
         let firstDifference = (0..<min(ourBytes.count, theirBytes.count)).first { ourBytes[$0] != theirBytes[$0] }
-        #expect(same, "output differs from GNU dd's, first at byte \(firstDifference ?? min(ourBytes.count, theirBytes.count))")
+        let at = firstDifference ?? min(ourBytes.count, theirBytes.count)
+        #expect(same, "output differs from GNU dd's, first at byte \(at)")
         let ourSummary = Summary(ours.stderr, tool: "baio")
         let theirSummary = Summary(theirs.stderr, tool: "dd")
         #expect(ourSummary.lines == theirSummary.lines, "baio:\n\(ours.stderr)\nGNU:\n\(theirs.stderr)")
@@ -289,8 +289,9 @@ struct DDCommandTests {
         let theirs = try sh("dd \(operands) of=\(shellQuoted(output)) < /dev/null")
         unlink(output)
         #expect(theirs.status == 1)
-        #expect(theirs.stderr.replacingOccurrences(of: "dd", with: "baio dd").replacingOccurrences(of: "baio dd: ", with: "baio: ")
-                == message)
+        let translated = theirs.stderr.replacingOccurrences(of: "dd", with: "baio dd")
+            .replacingOccurrences(of: "baio dd: ", with: "baio: ")
+        #expect(translated == message)
     }
 
     @Test("file errors: a missing input creates no output; a missing output directory; exit status 1")
