@@ -9,12 +9,13 @@ struct BAIO: AsyncParsableCommand {
         discussion: """
             Examples:
               baio cat big.iso | sha256sum
+              baio dd if=big.iso of=/dev/null bs=1M status=progress
               baio residency --evict big.iso
               baio demo
               baio bench /data/f --block-size 4K --queue-depth 32 --evict
               baio help cat
             """,
         version: "0.1.0",
-        subcommands: [Demo.self, Bench.self, Cat.self, ResidencyCommand.self]
+        subcommands: [Cat.self, DD.self, ResidencyCommand.self, Demo.self, Bench.self]
     )
 }
