@@ -61,12 +61,6 @@ private func allocateAligned(_ count: Int) -> UnsafeMutableRawBufferPointer? {
     return UnsafeMutableRawBufferPointer(start: pointer, count: count)
 }
 
-private func monotonicNanoseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-}
-
 // MARK: - Input
 
 /// A regular file read through an IOContext: the byte range [start, end) in chunks of whole input blocks,
