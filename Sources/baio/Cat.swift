@@ -77,7 +77,8 @@ struct Cat: ParsableCommand {
     }
 }
 
-/// Copies files to standard output. One IOContext and one ring of buffers serve every file of a run.
+/// Copies files to standard output. One IOContext serves every file of a run; each regular file is read by a
+/// SequentialReader on it.
 final class Copier {
     enum Outcome {
         case copied
@@ -91,10 +92,8 @@ final class Copier {
     let chunkSize: Int
     let window: Int
     private var context: IOContext?
-    private var ring: [UnsafeMutableRawBufferPointer] = []
     /// For read(2) copies: cat's own buffer size, enough for any pipe.
     private let plain = UnsafeMutableRawBufferPointer.allocate(byteCount: 128 << 10, alignment: 4096)
-    private var nextTag: UInt64 = 0
     private var meter: ProgressLine
     /// Standard output, when it is a regular file: copying that file into itself is refused, as cat does.
     private let output: stat?
@@ -112,12 +111,10 @@ final class Copier {
         plain.deallocate()
     }
 
-    /// Closes the context (cancelling any read in flight) and frees the ring. Idempotent.
+    /// Closes the context (cancelling any read in flight). Idempotent.
     func close() {
         context?.close()
         context = nil
-        ring.forEach { $0.deallocate() }
-        ring = []
     }
 
     /// Set when `-` was read but standard input had been closed when baio started.
@@ -186,87 +183,23 @@ final class Copier {
             // No engine (no threads, no eventfd): the copy still happens, with read(2).
             return .success(start)
         }
-        let chunk = Int64(chunkSize)
-        let count = Int((end - start + chunk - 1) / chunk)
-        let base = nextTag
-        nextTag += UInt64(count)
-        var results = [Int?](repeating: nil, count: window)
-        var submitted = 0
-        var consumed = 0
-        var received = 0
-
-        func length(_ index: Int) -> Int { Int(min(chunk, end - start - Int64(index) * chunk)) }
-        func submit() -> Int32? {
-            let index = submitted
-            let read = ReadRequest(
-                descriptor: fd, offset: start + Int64(index) * chunk, length: length(index),
-                into: ring[index % window], tag: base + UInt64(index))
+        let reader = SequentialReader(.descriptor(fd), context: context, from: start, to: end, chunk: chunkSize, buffers: window)
+        defer { reader.close() }
+        var position = start
+        while true {
+            if Interrupt.requested { return .failure(OutcomeBox(.interrupted)) }
+            let chunk: UnsafeRawBufferPointer?
             do {
-                try context.submit(read)
+                chunk = try reader.next()
             } catch {
-                return Int32(-error.negatedErrno)
-            }
-            submitted += 1
-            return nil
-        }
-        /// Cancels what is still pending and collects every outstanding event, so no read writes into the
-        /// ring after this file is done with it.
-        func drain() {
-            for index in consumed..<submitted { context.cancel(tag: base + UInt64(index)) }
-            while received < submitted {
-                guard let events = try? context.getEvents(minimum: 1, maximum: window), !events.isEmpty else { break }
-                received += events.count
-            }
-        }
-
-        while submitted < min(count, window) {
-            if let code = submit() {
-                drain()
-                complain(name, errno: code)
-                return .failure(OutcomeBox(.failed))
-            }
-        }
-        while consumed < count {
-            if Interrupt.requested {
-                drain()
-                return .failure(OutcomeBox(.interrupted))
-            }
-            let events: [IOEvent]
-            do {
-                events = try context.getEvents(minimum: 1, maximum: window)
-            } catch {
-                drain()
                 complain(name, errno: Int32(-error.negatedErrno))
                 return .failure(OutcomeBox(.failed))
             }
-            received += events.count
-            for event in events { results[Int(event.tag - base) % window] = event.rawResult }
-            while consumed < count, let result = results[consumed % window] {
-                results[consumed % window] = nil
-                if result < 0 {
-                    drain()
-                    complain(name, errno: Int32(-result))
-                    return .failure(OutcomeBox(.failed))
-                }
-                let buffer = UnsafeRawBufferPointer(rebasing: ring[consumed % window][..<result])
-                if let outcome = write(buffer) {
-                    drain()
-                    return .failure(OutcomeBox(outcome))
-                }
-                consumed += 1
-                if result < length(consumed - 1) {
-                    // The file shrank under us: read(2) from here finds its end the way cat would.
-                    drain()
-                    return .success(start + Int64(consumed - 1) * chunk + Int64(result))
-                }
-                if submitted < count, let code = submit() {
-                    drain()
-                    complain(name, errno: code)
-                    return .failure(OutcomeBox(.failed))
-                }
-            }
+            // The end, or the file shrank under us: read(2) from here finds its end the way cat would.
+            guard let chunk else { return .success(position) }
+            if let outcome = write(chunk) { return .failure(OutcomeBox(outcome)) }
+            position += Int64(chunk.count)
         }
-        return .success(end)
     }
 
     /// Copies the rest of `fd` with read(2), for inputs the engine cannot or need not read.
@@ -306,7 +239,6 @@ final class Copier {
         let made = try Interrupt.blocked { () throws(BufferedAIOError) -> IOContext in
             try IOContext(capacity: window)
         }
-        ring = (0..<window).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096) }
         context = made
         return made
     }

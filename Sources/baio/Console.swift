@@ -77,18 +77,34 @@ enum Interrupt {
         copier.store(UInt(pthread_self()), ordering: .relaxed)
         var action = sigaction()
         action.__sigaction_handler.sa_handler = { _ in
-            Interrupt.flag.store(true, ordering: .relaxed)
-            let target = pthread_t(Interrupt.copier.load(ordering: .relaxed))
-            if target != 0 && pthread_equal(target, pthread_self()) == 0 { pthread_kill(target, SIGINT) }
+            let first = !Interrupt.flag.exchange(true, ordering: .relaxed)
+            Interrupt.kickCopier(unlessSelf: true)
+            if first {
+                // The copy may have looked at the flag just before entering a blocking write: interrupt it
+                // again every 50 ms until it ends, from SIGALRM (async-signal-safe calls only).
+                var every = itimerval(
+                    it_interval: timeval(tv_sec: 0, tv_usec: 50_000), it_value: timeval(tv_sec: 0, tv_usec: 50_000))
+                setitimer(__itimer_which_t(ITIMER_REAL.rawValue), &every, nil)
+            }
         }
         sigemptyset(&action.sa_mask)
         action.sa_flags = 0
         sigaction(SIGINT, &action, nil)
+        action.__sigaction_handler.sa_handler = { _ in Interrupt.kickCopier(unlessSelf: false) }
+        sigaction(SIGALRM, &action, nil)
         // Dispatch's pool threads block most signals; this one must take SIGINT to see its EINTR.
         var set = sigset_t()
         sigemptyset(&set)
         sigaddset(&set, SIGINT)
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+
+    /// Sends SIGINT to the copying thread, which has it unblocked, to cut its blocking syscall short.
+    private static func kickCopier(unlessSelf: Bool) {
+        let target = pthread_t(copier.load(ordering: .relaxed))
+        guard target != 0 else { return }
+        if unlessSelf && pthread_equal(target, pthread_self()) != 0 { return }
+        pthread_kill(target, SIGINT)
     }
 
     /// Runs `body` with SIGINT blocked, so threads it starts (an IOContext's poller) inherit the block and

@@ -5,38 +5,12 @@ import BufferedAIO
 import Glibc
 import Synchronization
 
-/// Set by the SIGINT handler; the copy checks it between reads and writes. A global because a signal
-/// handler can capture nothing.
-let ddInterrupted = Atomic<Bool>(false)
-
 /// Glibc's O_DIRECT, which Swift does not import (it is defined only under _GNU_SOURCE).
 #if arch(x86_64)
 let oDirect: Int32 = 0o40000
 #else
 let oDirect: Int32 = 0o200000
 #endif
-
-/// The thread that copies. The command runs on a Swift concurrency thread, and a process-directed SIGINT
-/// may land on any thread, so the handler passes it on to this one to interrupt its blocking read or write.
-let ddCopyThread = Atomic<UInt>(0)
-
-private func ddHandleInterrupt(_ signal: Int32) {
-    let first = !ddInterrupted.exchange(true, ordering: .relaxed)
-    let copier = ddCopyThread.load(ordering: .relaxed)
-    if copier != 0 && pthread_self() != copier { pthread_kill(copier, SIGINT) }
-    if first {
-        // The copy may have checked the flag just before entering a blocking write: interrupt it again every
-        // 50 ms until it ends, from SIGALRM (only the handlers' async-signal-safe calls are used).
-        var every = itimerval(
-            it_interval: timeval(tv_sec: 0, tv_usec: 50_000), it_value: timeval(tv_sec: 0, tv_usec: 50_000))
-        setitimer(__itimer_which_t(ITIMER_REAL.rawValue), &every, nil)
-    }
-}
-
-private func ddHandleAlarm(_ signal: Int32) {
-    let copier = ddCopyThread.load(ordering: .relaxed)
-    if copier != 0 { pthread_kill(copier, SIGINT) }
-}
 
 /// A failure after operands were accepted: GNU's message (without the `baio: ` prefix).
 struct DDFailure: Error {
@@ -62,183 +36,6 @@ private func allocateAligned(_ count: Int) -> UnsafeMutableRawBufferPointer? {
 }
 
 // MARK: - Input
-
-/// A regular file read through an IOContext: the byte range [start, end) in chunks of whole input blocks,
-/// handed to the consumer in file order.
-///
-/// Cached data is read one chunk at a time into one buffer, as dd does. The first time the next chunk is
-/// found still being read, the window opens: the reads in flight double, up to a ring of ``ringLimit``
-/// buffers, and WILLNEED keeps ``window`` bytes of the file being read into the page cache ahead of them. The
-/// kernel's own readahead ramps up per read(2) call; this way the device queue stays full from the first
-/// miss on. The buffers stay few, so the copies land in memory still in the CPU cache: a ring of 32 one-MiB
-/// buffers, each filled by its own read, measured 2.1 s against 0.97 s for 4 buffers (docs/cli.md). Direct
-/// reads do not go through the cache, so for them the ring is the whole window.
-final class DDEngineInput {
-    /// Bytes read ahead of the consumer once the window is open; see docs/cli.md for how it was chosen.
-    static let window = 32 << 20
-    /// Buffers in the ring for buffered reads.
-    static let ringLimit = 4
-    /// The size of one engine read, rounded to whole input blocks. At 1 MiB a cached read is still copied
-    /// inline in submit (EngineConfiguration.inlineCopyLimit).
-    static let targetChunk = 1 << 20
-
-    let file: BufferedFile
-    let context: IOContext
-    let mode: ReadMode
-    let chunk: Int
-    /// The most chunks the window holds.
-    let depth: Int
-    /// Chunks in flight wanted now: one at first, doubled each time the consumer finds the next chunk not
-    /// yet read, up to ``depth``.
-    private var target = 1
-    /// Buffers at most: ``ringLimit`` for buffered reads, the whole window for direct ones.
-    private let ring: Int
-    /// The window is open: WILLNEED keeps ``window`` bytes ahead of the reads.
-    private var prefetching = false
-    private var advisedUpTo: Int64 = 0
-    /// The file's buffered descriptor, for WILLNEED.
-    private let descriptor: Int32
-    /// Buffers allocated so far (at most ``depth``); a read's tag is its slot.
-    private var slots: [UnsafeMutableRawBufferPointer] = []
-    private var free: [Int] = []
-    /// Slots with reads in flight or done and not yet consumed, in file order.
-    private var order: [Int] = []
-    /// Bytes each slot's read returned; nil while pending.
-    private var results: [Result<Int, BufferedAIOError>?] = []
-    private var requested: [Int] = []
-    private var offsets: [Int64] = []
-    private var nextOffset: Int64
-    private(set) var end: Int64
-    private var lent: Int?
-
-    init(file: BufferedFile, start: Int64, end: Int64, blockSize: Int, direct: Bool) throws(DDFailure) {
-        self.file = file
-        self.mode = direct ? .direct : .buffered
-        let blocks = max(1, Self.targetChunk / blockSize)
-        chunk = blocks.multipliedReportingOverflow(by: blockSize).overflow ? blockSize : blocks * blockSize
-        // Two chunks at least so reading overlaps writing; one if a chunk alone is huge (bs=1G), as GNU dd
-        // would hold only one buffer of it.
-        depth = chunk >= 256 << 20 ? 1 : max(2, Self.window / chunk)
-        ring = direct ? depth : min(depth, Self.ringLimit)
-        descriptor = file.descriptor ?? -1
-        nextOffset = start
-        self.end = end
-        do {
-            context = try IOContext(capacity: depth)
-        } catch {
-            throw DDFailure("cannot create an IO context: \(error)")
-        }
-    }
-
-    /// Starts the first reads.
-    func start() throws(DDFailure) { try fill() }
-
-    /// Advises the window ahead, then submits reads until ``target`` (at most ``ring``) are in flight,
-    /// allocating buffers as the ring grows.
-    private func fill() throws(DDFailure) {
-        if prefetching {
-            // In steps of at most 2 MiB: one WILLNEED reads at most one readahead window.
-            advisedUpTo = max(advisedUpTo, nextOffset)
-            let limit = min(end, nextOffset + Int64(Self.window))
-            while advisedUpTo < limit {
-                let length = min(Int64(2 << 20), limit - advisedUpTo)
-                _ = posix_fadvise(descriptor, off_t(advisedUpTo), off_t(length), POSIX_FADV_WILLNEED)
-                advisedUpTo += length
-            }
-        }
-        while order.count < min(target, ring) && nextOffset < end {
-            let slot: Int
-            if let reused = free.popLast() {
-                slot = reused
-            } else if slots.count < depth {
-                guard let buffer = allocateAligned(chunk) else {
-                    throw DDFailure("memory exhausted by input buffer of size \(chunk) bytes")
-                }
-                slots.append(buffer)
-                results.append(nil)
-                requested.append(0)
-                offsets.append(0)
-                slot = slots.count - 1
-            } else {
-                return
-            }
-            try submit(slot)
-        }
-    }
-
-    private func submit(_ slot: Int) throws(DDFailure) {
-        let length = Int(min(Int64(chunk), end - nextOffset))
-        let request = ReadRequest(
-            .file(file), offset: nextOffset, length: length, into: slots[slot], tag: UInt64(slot), mode: mode)
-        do {
-            try context.submit(request)
-        } catch {
-            free.append(slot)
-            throw DDFailure("error reading \(quote(file.path))", errno: Int32(truncatingIfNeeded: -error.negatedErrno))
-        }
-        results[slot] = nil
-        requested[slot] = length
-        offsets[slot] = nextOffset
-        order.append(slot)
-        nextOffset += Int64(length)
-    }
-
-    /// The next chunk in file order, valid until the next call; nil at the end. The chunk handed out
-    /// before is read again (its buffer refilled) first, so no buffer is allocated once the window is open.
-    func next() throws(DDFailure) -> UnsafeRawBufferPointer? {
-        if let previous = lent {
-            lent = nil
-            free.append(previous)
-        }
-        try fill()
-        guard let slot = order.first else { return nil }
-        if results[slot] == nil && target < depth {
-            // Reads of cached data are done inside submit; their events only need collecting.
-            try collect(minimum: 0)
-            if results[slot] == nil {
-                // The next chunk is still being read: the data comes from the device, so read further ahead.
-                target = min(depth, target * 2)
-                if target > ring { prefetching = true }
-                try fill()
-            }
-        }
-        while results[slot] == nil { try collect(minimum: 1) }
-        order.removeFirst()
-        lent = slot
-        let count: Int
-        switch results[slot]! {
-        case .success(let n): count = n
-        case .failure(let error):
-            throw DDFailure("error reading \(quote(file.path))", errno: Int32(truncatingIfNeeded: -error.negatedErrno))
-        }
-        if count < requested[slot] {
-            // The file ended early (it shrank): reads beyond it are left to be cancelled at close.
-            end = offsets[slot] + Int64(count)
-            nextOffset = end
-            order.removeAll()
-        }
-        guard count > 0 else { return nil }
-        return UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(slots[slot])[0..<count])
-    }
-
-    private func collect(minimum: Int) throws(DDFailure) {
-        let events: [IOEvent]
-        do {
-            events = try context.getEvents(minimum: minimum, maximum: depth)
-        } catch {
-            throw DDFailure("error reading \(quote(file.path))", errno: Int32(truncatingIfNeeded: -error.negatedErrno))
-        }
-        for event in events { results[Int(event.tag)] = event.result }
-    }
-
-    /// Cancels reads in flight (closing the context does) and frees the buffers once no read can write them.
-    func close() {
-        context.close()
-        file.close()
-        slots.forEach { $0.deallocate() }
-        slots = []
-    }
-}
 
 /// Anything that is not a regular file (standard input, a pipe, a device) read with read(2), one record per
 /// call as dd does, or whole records with iflag=fullblock.
@@ -273,7 +70,7 @@ final class DDPlainInput {
     private func readOnce(_ into: UnsafeMutableRawPointer, _ size: Int) -> Int {
         while true {
             let n = read(fd, into, size)
-            if n < 0 && errno == EINTR && !ddInterrupted.load(ordering: .relaxed) { continue }
+            if n < 0 && errno == EINTR && !Interrupt.requested { continue }
             // oDirect refuses the unaligned tail after a short read with EINVAL: that is the end.
             if n < 0 && errno == EINVAL && direct && previousRead > 0 && previousRead < size { return 0 }
             if n > 0 && warnPartialRead && previousRead > 0 && previousRead < size {
@@ -296,7 +93,7 @@ final class DDPlainInput {
             return n
         }
         var total = 0
-        while total < size && !ddInterrupted.load(ordering: .relaxed) {
+        while total < size && !Interrupt.requested {
             let n = readOnce(buffer.baseAddress! + total, size - total)
             if n < 0 { throw DDFailure("error reading \(quote(name))", errno: errno) }
             if n == 0 { break }
@@ -352,7 +149,7 @@ final class DDOutput {
         var total = 0
         while total < size {
             // GNU checks for signals before every write: a write cut short by ^C is not resumed.
-            if ddInterrupted.load(ordering: .relaxed) { break }
+            if Interrupt.requested { break }
             var written = 0
             finalOperationWasSeek = false
             if sparse && isZero(buffer, size) {
@@ -366,7 +163,7 @@ final class DDOutput {
             if written == 0 {
                 written = Glibc.write(fd, buffer + total, size - total)
                 if written < 0 {
-                    if errno == EINTR && !ddInterrupted.load(ordering: .relaxed) { continue }
+                    if errno == EINTR && !Interrupt.requested { continue }
                     break
                 }
                 if written == 0 {
@@ -544,41 +341,21 @@ struct DDCopier {
     private var outputName: String { operands.output ?? "standard output" }
 
     mutating func run() -> Int32 {
-        installInterruptHandler()
+        Interrupt.install()
         var status: Int32 = 0
         do {
             try copy()
         } catch {
             // A write or read cut short by ^C is not an error to report: the summary says where it stopped.
-            if !ddInterrupted.load(ordering: .relaxed) { DDUsageError.warn(error.message) }
+            if !Interrupt.requested { DDUsageError.warn(error.message) }
             status = 1
         }
-        if ddInterrupted.load(ordering: .relaxed) {
+        if Interrupt.requested {
             printStatistics()
-            signal(SIGINT, SIG_DFL)
-            raise(SIGINT)
-            exit(130)
+            Interrupt.dieOfSignal()
         }
         printStatistics()
         return status
-    }
-
-    /// No SA_RESTART, so a write to a full pipe or a read of a quiet one returns EINTR and the loop sees the
-    /// flag.
-    private func installInterruptHandler() {
-        // Dispatch's worker threads, this one included, start with SIGINT blocked.
-        var interrupt = sigset_t()
-        sigemptyset(&interrupt)
-        sigaddset(&interrupt, SIGINT)
-        pthread_sigmask(SIG_UNBLOCK, &interrupt, nil)
-        ddCopyThread.store(pthread_self(), ordering: .relaxed)
-        var action = sigaction()
-        action.__sigaction_handler.sa_handler = ddHandleInterrupt
-        sigemptyset(&action.sa_mask)
-        action.sa_flags = 0
-        sigaction(SIGINT, &action, nil)
-        action.__sigaction_handler.sa_handler = ddHandleAlarm
-        sigaction(SIGALRM, &action, nil)
     }
 
     private mutating func copy() throws(DDFailure) {
@@ -668,7 +445,7 @@ struct DDCopier {
         throw DDFailure("\(quoteIfNeeded(outputName)): cannot seek", errno: code)
     }
 
-    private var interrupted: Bool { ddInterrupted.load(ordering: .relaxed) }
+    private var interrupted: Bool { Interrupt.requested }
 
     /// A regular input file: skip by offset, then the byte range through the engine. Reads are short only
     /// at end of file, so records follow from the offsets: whole ibs blocks, the last one partial.
@@ -714,29 +491,37 @@ struct DDCopier {
             file.close()
             throw DDFailure("failed to open \(quote(o.input!))", errno: EINVAL)
         }
-        // The poller inherits this thread's signal mask: with SIGINT blocked there, the engine's thread never
-        // runs the handler, and its waits are not cut short.
-        var blocked = sigset_t()
-        var previous = sigset_t()
-        sigemptyset(&blocked)
-        sigaddset(&blocked, SIGINT)
-        pthread_sigmask(SIG_BLOCK, &blocked, &previous)
-        let input: DDEngineInput
+        // About 1 MiB per read, in whole input blocks.
+        let blocks = max(1, (1 << 20) / o.inputBlockSize)
+        let (product, overflow) = blocks.multipliedReportingOverflow(by: o.inputBlockSize)
+        let chunk = overflow ? o.inputBlockSize : product
+        let mode: ReadMode = o.inputFlags.contains(.direct) ? .direct : .buffered
+        let context: IOContext
         do {
-            input = try DDEngineInput(
-                file: file, start: start, end: max(start, end), blockSize: o.inputBlockSize,
-                direct: o.inputFlags.contains(.direct))
+            // The poller inherits the blocked SIGINT, so the signal always interrupts this thread's syscalls.
+            context = try Interrupt.blocked { () throws(BufferedAIOError) -> IOContext in
+                try IOContext(capacity: SequentialReader.ring(chunk: chunk, mode: mode))
+            }
         } catch {
-            pthread_sigmask(SIG_SETMASK, &previous, nil)
             file.close()
-            throw error
+            throw DDFailure("cannot create an IO context: \(error)")
         }
-        pthread_sigmask(SIG_SETMASK, &previous, nil)
-        defer { input.close() }
+        let input = SequentialReader(.file(file), context: context, from: start, to: max(start, end), chunk: chunk, mode: mode)
+        defer {
+            input.close()
+            context.close()
+            file.close()
+        }
+        func nextChunk() throws(DDFailure) -> UnsafeRawBufferPointer? {
+            do {
+                return try input.next()
+            } catch {
+                throw DDFailure("error reading \(quote(file.path))", errno: Int32(truncatingIfNeeded: -error.negatedErrno))
+            }
+        }
 
         var position = start
-        try input.start()
-        while !interrupted, let chunk = try input.next() {
+        while !interrupted, let chunk = try nextChunk() {
             counts.readFull += chunk.count / o.inputBlockSize
             if chunk.count % o.inputBlockSize != 0 { counts.readPartial += 1 }
             if o.reblocks {
@@ -822,7 +607,7 @@ struct DDCopier {
             }
             position += Int64(n)
             if records > 0 { records -= 1 } else { tail = 0 }
-            if ddInterrupted.load(ordering: .relaxed) { break }
+            if Interrupt.requested { break }
         }
         return position
     }
