@@ -214,7 +214,8 @@ struct ReadBehaviourTests {
         configuration.inlineCopyLimit = 8192
         let stats = try readAndCheck(file, [(0, 16 << 20), (5000, 3)], configuration: configuration)
         #expect(stats.pagesFoundMissing > 0)
-        #expect(file.residentPages() == 4096)
+        // As in the 64 MiB test: background reclaim takes a few just-read pages now and then (9 once).
+        #expect(file.residentPages() >= 4096 - 64)
     }
 
     @Test("an unprivileged reader of a file it neither owns nor can write reads it right, probing with RWF_NOWAIT")
