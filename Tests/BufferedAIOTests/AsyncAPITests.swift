@@ -21,7 +21,9 @@ struct AsyncAPITests {
             }
         }
         #expect(engine.statistics.completedInline > 0)
-        #expect(engine.statistics.pagesFoundMissing > 0)
+        // pagesFoundMissing is not asserted: on Linux 6.12+ a RWF_NOWAIT miss starts the read in the caller,
+        // and with the host's disk cache that I/O sometimes ends before the call returns, so even an evicted
+        // 4 KiB read can complete inline (seen once in a full run). The slow path has its own tests.
     }
 
     @Test("read(into:) fills the caller's buffer and returns the count")
