@@ -116,8 +116,13 @@ public final class IOContext: Sendable {
         // locks are most of what the context adds to the preadv2.
         // Events of cached reads come straight from the queue; delivered requests need the reaper's copy.
         var events: [IOEvent] = []
-        guard var batch = queue.enterWaiter(taking: maximum, into: &events) else {
-            throw BufferedAIOError(.closed, "the context is closed", errno: .invalidArgument)
+        var batch: [Request]
+        switch queue.enterWaiter(taking: maximum, minimum: minimum, into: &events) {
+        case .closed: throw BufferedAIOError(.closed, "the context is closed", errno: .invalidArgument)
+        case .done:
+            engine.counters.completed.add(events.count)
+            return events
+        case .entered(let taken): batch = taken
         }
         engine.counters.completed.add(events.count)
         var left = false
@@ -405,12 +410,23 @@ final class ReadyQueue: CompletionSink {
         state.withLock { $0.sleepers -= 1 }
     }
 
-    /// Enters as a waiter and takes up to `count` ready requests; nil if the queue is closed.
-    func enterWaiter(taking count: Int, into events: inout [IOEvent]) -> [Request]? {
+    enum Entry {
+        case closed
+        /// The events taken already satisfy the caller: it returns without entering, so without a second
+        /// lock to leave (most of a cached read's getEvents).
+        case done
+        case entered([Request])
+    }
+
+    /// Takes up to `count` ready events and requests, entering as a waiter unless the events alone reach
+    /// `minimum`.
+    func enterWaiter(taking count: Int, minimum: Int, into events: inout [IOEvent]) -> Entry {
         state.withLock { s in
-            if s.closed { return nil }
+            if s.closed { return .closed }
+            let batch = s.take(count, fd: fd, into: &events)
+            if batch.isEmpty && events.count >= minimum { return .done }
             s.waiters += 1
-            return s.take(count, fd: fd, into: &events)
+            return .entered(batch)
         }
     }
 
