@@ -211,20 +211,10 @@ final class DDOutput {
     /// Re-blocking mode: appends input bytes, writing each full obs block. Whole blocks go straight from
     /// the input's buffer when nothing is staged (GNU copies them through obuf; the bytes are the same).
     func append(_ chunk: UnsafeRawBufferPointer) throws(DDFailure) {
-        guard let staging else { return }
+        guard staging != nil else { return }
         var source = chunk.baseAddress!
         var left = chunk.count
-        if filled > 0 {
-            let take = min(left, blockSize - filled)
-            (staging.baseAddress! + filled).copyMemory(from: source, byteCount: take)
-            filled += take
-            source += take
-            left -= take
-            if filled == blockSize {
-                try writeBlocks(UnsafeRawPointer(staging.baseAddress!), blockSize)
-                filled = 0
-            }
-        }
+        if filled > 0 { try stage(&source, &left) }
         // oDirect needs aligned sources, which only the staging block is sure to be.
         if left >= blockSize && !direct {
             let whole = left / blockSize * blockSize
@@ -232,16 +222,20 @@ final class DDOutput {
             source += whole
             left -= whole
         }
-        while left > 0 {
-            let take = min(left, blockSize - filled)
-            (staging.baseAddress! + filled).copyMemory(from: source, byteCount: take)
-            filled += take
-            source += take
-            left -= take
-            if filled == blockSize {
-                try writeBlocks(UnsafeRawPointer(staging.baseAddress!), blockSize)
-                filled = 0
-            }
+        while left > 0 { try stage(&source, &left) }
+    }
+
+    /// Copies what fits of `left` bytes at `source` into the staging block, writing it once it is full.
+    private func stage(_ source: inout UnsafeRawPointer, _ left: inout Int) throws(DDFailure) {
+        guard let staging else { return }
+        let take = min(left, blockSize - filled)
+        (staging.baseAddress! + filled).copyMemory(from: source, byteCount: take)
+        filled += take
+        source += take
+        left -= take
+        if filled == blockSize {
+            try writeBlocks(UnsafeRawPointer(staging.baseAddress!), blockSize)
+            filled = 0
         }
     }
 
