@@ -109,21 +109,9 @@ let ddOperandErrors: [(operands: String, message: String)] = [
 
 /// Runs `script` with /bin/sh in the C locale (GNU dd then quotes with ASCII quotes).
 private func sh(_ script: String) throws -> (status: Int32, stdout: String, stderr: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/bin/sh")
-    process.arguments = ["-c", script]
     var environment = ProcessInfo.processInfo.environment
     environment["LC_ALL"] = "C"
-    process.environment = environment
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let stdout = out.fileHandleForReading.readDataToEndOfFile()
-    let stderr = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    return try Baio.run(executable: "/bin/sh", ["-c", script], environment: environment)
 }
 
 private func shellQuoted(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }

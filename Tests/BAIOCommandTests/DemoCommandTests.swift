@@ -8,8 +8,15 @@ enum Baio {
     static var path: String? { builtProduct("baio") }
 
     static func run(_ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+        try run(executable: try #require(path, "baio was not built next to the tests"), arguments, environment: environment)
+    }
+
+    /// Runs any program to completion and returns its status and output.
+    static func run(executable: String, _ arguments: [String], environment: [String: String]? = nil) throws
+        -> (status: Int32, stdout: String, stderr: String)
+    {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: try #require(path, "baio was not built next to the tests"))
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if let environment { process.environment = environment }
         let out = Pipe()
