@@ -108,9 +108,13 @@ final class MappingCache: Sendable {
     /// (``keepRecent(_:)``): at queue depth 1 the only request holding a mapping finishes before the next
     /// submit, and unmapping and remapping the file for every read costs a TLB shootdown each time.
     private let recent = Mutex<(limit: Int, mappings: [FileMapping])>((0, []))
+    /// Whether ``recent`` is in use, so that the common case (nobody asked) takes no lock per request.
+    private let keepsRecent = Atomic<Bool>(false)
 
     /// Keeps up to `count` recently used mappings alive between requests (0, the default, keeps none).
     func keepRecent(_ count: Int) {
+        keepsRecent.store(count > 0, ordering: .releasing)
+        // The mappings dropped here are returned out of the lock, so their munmap happens after it.
         let released = recent.withLock { state in
             state.limit = count
             defer { state.mappings = Array(state.mappings.suffix(count)) }
@@ -120,6 +124,7 @@ final class MappingCache: Sendable {
     }
 
     private func remember(_ mapping: FileMapping) {
+        guard keepsRecent.load(ordering: .acquiring) else { return }
         recent.withLock { state in
             guard state.limit > 0, state.mappings.last !== mapping else { return }
             state.mappings.removeAll { $0 === mapping }
