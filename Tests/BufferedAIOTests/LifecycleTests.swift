@@ -33,7 +33,7 @@ struct LifecycleTests {
         waiter.join()
         #expect(waiterDone.withLock { $0 })
         opened.close()
-        #expect(!threadExists(named: poller), "the poller thread \(poller) is still running")
+        #expect(threadGone(named: poller), "the poller thread \(poller) is still running")
         #expect(descriptors(pointingAt: file.path) == 1, "only the oracle's own descriptor should remain")
         #expect(mappings(of: file.path) == 0, "a mapping of the file is still there")
     }
@@ -146,7 +146,7 @@ struct LifecycleTests {
         #expect(mismatches == 0)
         #expect(context.statistics.completed >= 10_000)
         context.close()
-        #expect(!threadExists(named: poller))
+        #expect(threadGone(named: poller), "the poller thread \(poller) is still running")
         #expect(mappings(of: file.path) == 0)
         #expect(descriptors(pointingAt: file.path) == 1, "only the oracle's own descriptor should remain")
         #expect(openDescriptors().subtracting(descriptorsBefore).isEmpty, "descriptors opened and never closed")

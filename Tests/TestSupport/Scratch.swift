@@ -222,6 +222,19 @@ public func openDescriptors() -> Set<Int32> {
     return numbers
 }
 
+/// Whether the thread with this name has left the process, waiting up to `seconds` for it. pthread_join
+/// returns when the kernel clears the thread's tid, which happens before the task is released, so a
+/// joined thread can still be listed in /proc/self/task for a moment (seen under load in CI).
+public func threadGone(named name: String, within seconds: Double = 5) -> Bool {
+    var waited = 0.0
+    while threadExists(named: name) {
+        if waited >= seconds { return false }
+        usleep(2_000)
+        waited += 0.002
+    }
+    return true
+}
+
 /// Whether a thread with this name exists in the process.
 public func threadExists(named name: String) -> Bool {
     guard let directory = opendir("/proc/self/task") else { return false }
