@@ -242,7 +242,8 @@ final class CompatContext: @unchecked Sendable {
     // MARK: - Submit
 
     enum Route {
-        case engine
+        /// With what routing learned of the descriptor, so the engine does not ask again.
+        case engine(FileFacts)
         case kernel
         case failed(Int32)
     }
@@ -265,8 +266,8 @@ final class CompatContext: @unchecked Sendable {
             guard let first = iocbs[index], !isBadUserPointer(first) else { return result(EFAULT) }
             switch route(first) {
             case .failed(let error): return result(error)
-            case .engine:
-                let error = submitToEngine(first)
+            case .engine(let facts):
+                let error = submitToEngine(first, facts: facts)
                 if error != 0 { return result(error) }
                 submitted += 1
                 index += 1
@@ -317,11 +318,11 @@ final class CompatContext: @unchecked Sendable {
         }
         var info = stat()
         guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return .kernel }
-        return .engine
+        return .engine(FileFacts(info: info, statusFlags: flags))
     }
 
     /// Validates a read as the kernel's io_submit does and hands it to the engine. Returns 0 or an errno.
-    private func submitToEngine(_ iocb: UnsafeMutablePointer<iocb>) -> Int32 {
+    private func submitToEngine(_ iocb: UnsafeMutablePointer<iocb>, facts: FileFacts) -> Int32 {
         let common = iocb.pointee.u.c
         guard common.__pad3 == 0 else { return EINVAL }
         let offset = Int64(common.offset)
@@ -401,7 +402,7 @@ final class CompatContext: @unchecked Sendable {
         }
         var accepted = 0
         do throws(BufferedAIOError) {
-            if !requests.isEmpty { accepted = try engine.submit(requests) }
+            if !requests.isEmpty { accepted = try engine.submit(requests, checked: facts) }
         } catch {
             // Nothing was accepted: the iocb fails synchronously, as in the kernel.
             let resfd = state.withLock { s -> Int32 in

@@ -53,6 +53,13 @@ public final class IOContext: Sendable {
     ///   directory, buffer smaller than the length).
     @discardableResult
     public func submit(_ requests: some Sequence<ReadRequest>) throws(BufferedAIOError) -> Int {
+        try submit(requests, checked: nil)
+    }
+
+    /// ``submit(_:)`` of reads of one descriptor whose fstat and status flags the caller already has.
+    package func submit(
+        _ requests: some Sequence<ReadRequest>, checked: FileFacts?
+    ) throws(BufferedAIOError) -> Int {
         var accepted = 0
         for read in requests {
             do throws(BufferedAIOError) {
@@ -65,7 +72,7 @@ public final class IOContext: Sendable {
                     case .slow(let prepared):
                         // A read that finished in the slow path was queued by accept, in the lock that
                         // tracked it.
-                        if case .ready(let request) = try engine.submitSlow(prepared, sink: queue) {
+                        if case .ready(let request) = try engine.submitSlow(prepared, sink: queue, checked: checked) {
                             queue.deliver([request])
                         }
                     }

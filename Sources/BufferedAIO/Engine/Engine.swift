@@ -7,6 +7,18 @@ import Synchronization
 
 private let engineNumbers = Atomic<Int>(0)
 
+/// What fstat and fcntl(F_GETFL) said of a descriptor, for a caller in this package that learned them
+/// before submitting (libbaio routes each iocb by them).
+package struct FileFacts: Sendable {
+    package let info: stat
+    package let statusFlags: Int32
+
+    package init(info: stat, statusFlags: Int32) {
+        self.info = info
+        self.statusFlags = statusFlags
+    }
+}
+
 /// The buffered-AIO engine: one poller thread, the submit path and the reaper.
 final class Engine: @unchecked Sendable {
     let configuration: EngineConfiguration
@@ -175,17 +187,27 @@ final class Engine: @unchecked Sendable {
         }
     }
 
-    /// The rest of ``submit(_:sink:)`` for a read the fast path could not finish.
-    func submitSlow(_ prepared: Prepared, sink: CompletionSink) throws(BufferedAIOError) -> Outcome {
+    /// The rest of ``submit(_:sink:)`` for a read the fast path could not finish. `checked` is what a
+    /// caller already learned of the descriptor (libbaio routes each iocb by it), so it is not asked twice.
+    func submitSlow(_ prepared: Prepared, sink: CompletionSink, checked: FileFacts? = nil) throws(BufferedAIOError)
+        -> Outcome
+    {
         let (read, fd, path) = (prepared.read, prepared.fd, prepared.path)
         let request = Request(
             serial: serials.wrappingAdd(1, ordering: .relaxed).oldValue, tag: read.tag, offset: read.offset,
             length: prepared.length, buffer: read.buffer.baseAddress, path: path, sink: sink)
-        var info = stat()
-        guard system_fstat(fd, &info) == 0 else {
-            throw .syscall("fstat", Errno(rawValue: errno), fd: fd, path: path, code: .badDescriptor)
+        let facts: FileFacts
+        if let checked {
+            facts = checked
+        } else {
+            var info = stat()
+            guard system_fstat(fd, &info) == 0 else {
+                throw .syscall("fstat", Errno(rawValue: errno), fd: fd, path: path, code: .badDescriptor)
+            }
+            facts = FileFacts(info: info, statusFlags: system_fcntl_getfl(fd))
         }
-        try validateFile(fd: fd, info: info, path: path)
+        let info = facts.info
+        try validateFile(fd: fd, facts: facts, path: path)
         let outcome = try start(
             request, read: read, fd: fd, directFD: prepared.directFD, pins: prepared.pins, info: info,
             firstCopy: prepared.firstCopy)
@@ -513,15 +535,15 @@ final class Engine: @unchecked Sendable {
         }
     }
 
-    private func validateFile(fd: Int32, info: stat, path: String?) throws(BufferedAIOError) {
+    private func validateFile(fd: Int32, facts: FileFacts, path: String?) throws(BufferedAIOError) {
         // Built only when failing: formatting it on every submit would cost an allocation per cached read.
         var name: String { BufferedAIOError.name(fd, path: path) }
-        let flags = system_fcntl_getfl(fd)
+        let flags = facts.statusFlags
         if flags & O_ACCMODE == O_WRONLY || flags & cbaio_O_PATH != 0 {
             throw BufferedAIOError(
                 .notOpenForReading, "\(name) is not open for reading", errno: .badFileDescriptor, path: path)
         }
-        switch info.st_mode & S_IFMT {
+        switch facts.info.st_mode & S_IFMT {
         case S_IFREG: return
         case S_IFDIR:
             throw BufferedAIOError(.isDirectory, "\(name) is a directory", errno: .invalidArgument, path: path)
