@@ -15,7 +15,8 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
-        // The only C in the package: what Swift cannot see of libaio, preadv2, cachestat and statx.
+        // The only C in the package: what Swift cannot see of libaio, preadv2, cachestat and statx, and a
+        // fork handler for a Swift runtime bug (fork_tid.c).
         .target(
             name: "CBufferedAIO",
             linkerSettings: [.linkedLibrary("aio")]

@@ -88,4 +88,9 @@ void cbaio_store_release_u32(uint32_t *address, uint32_t value);
 int cbaio_futex_wait(uint32_t *address, uint32_t expected, int64_t timeout_ns);
 void cbaio_futex_wake_all(uint32_t *address);
 
+// Where the calling thread's cached thread ids are (libswiftCore's, and the Mutex caches of the module this
+// is linked into): fork_tid.c clears them in forked children, where the inherited values break the locks
+// taken under them. Fills up to `capacity` addresses and returns how many; 0 where no symbol table says.
+size_t cbaio_swift_cached_tid_addresses(int32_t **addresses, size_t capacity);
+
 #endif

@@ -1,0 +1,147 @@
+// This file works around a Swift runtime bug that hangs or kills forked children. Swift caches each thread's
+// id in thread-locals and takes PI futexes under it: libswiftCore's once-locks (ulock_get_tid in
+// swift/Threading/Impl/Linux/ulock.h) and Synchronization's Mutex (_swift_stdlib_gettid, inlined into every
+// module that locks one, ours included). A forked child's only thread inherits its parent thread's cached
+// ids, so the first time that thread holds such a lock another thread wants, the kernel records the
+// *parent's* thread as the owner: FUTEX_UNLOCK_PI fails with EPERM, and the once-lock's two threads retry for
+// ever at 100% CPU (a Mutex calls fatalError instead). fio forks its jobs, and libbaio's bridge thread races
+// the job's thread through first-use metadata: seen as a spin in
+// swift_getCanonicalPrespecializedGenericMetadata, with the lock word holding the parent's tid.
+//
+// Every cache is recomputed when it is 0, so clearing them in the child (a pthread_atfork child handler runs
+// in the child's only thread) is the whole fix. The variables are hidden, so their offsets in the TLS blocks
+// of libswiftCore and of the module this file is linked into are read from those files' symbol tables, once,
+// in the first fork's prepare handler. Without a symbol table (a stripped build) nothing is cleared there.
+#define _GNU_SOURCE
+#include "CBufferedAIO.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { maximum_caches = 256 };
+
+struct module_caches {
+    size_t tls_module;                 // dlpi_tls_modid
+    size_t count;
+    unsigned long offsets[maximum_caches];
+};
+
+static pthread_once_t offsets_once = PTHREAD_ONCE_INIT;
+static struct module_caches runtime_caches, own_caches;
+static int32_t *clear_in_child[2 * maximum_caches];  // set by prepare, in the forking thread
+static size_t clear_count;
+
+static int is_cache_symbol(const char *name) {
+    return strcmp(name, "_ZZN5swift14threading_impl5linux13ulock_get_tidEvE3tid") == 0
+        || strcmp(name, "_swift_stdlib_gettid.tid") == 0;
+}
+
+static int read_exactly(int fd, void *buffer, size_t length, off_t offset) {
+    return pread(fd, buffer, length, offset) == (ssize_t)length;
+}
+
+// Adds the offsets (in the module's TLS segment) of the cache symbols in an ELF64 file's .symtab.
+static void find_cache_symbols(const char *path, struct module_caches *caches) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    Elf64_Ehdr header;
+    Elf64_Shdr *sections = NULL;
+    Elf64_Sym *symbols = NULL;
+    char *names = NULL;
+    if (!read_exactly(fd, &header, sizeof header, 0) || memcmp(header.e_ident, ELFMAG, SELFMAG) != 0
+        || header.e_ident[EI_CLASS] != ELFCLASS64 || header.e_shentsize != sizeof(Elf64_Shdr))
+        goto done;
+    sections = calloc(header.e_shnum, sizeof(Elf64_Shdr));
+    if (sections == NULL || !read_exactly(fd, sections, header.e_shnum * sizeof(Elf64_Shdr), header.e_shoff))
+        goto done;
+    for (unsigned i = 0; i < header.e_shnum; i++) {
+        if (sections[i].sh_type != SHT_SYMTAB || sections[i].sh_link >= header.e_shnum) continue;
+        const Elf64_Shdr *table = &sections[i], *strings = &sections[table->sh_link];
+        symbols = malloc(table->sh_size);
+        names = malloc(strings->sh_size + 1);
+        if (symbols == NULL || names == NULL || !read_exactly(fd, symbols, table->sh_size, table->sh_offset)
+            || !read_exactly(fd, names, strings->sh_size, strings->sh_offset))
+            goto done;
+        names[strings->sh_size] = 0;
+        for (size_t s = 0; s < table->sh_size / sizeof(Elf64_Sym) && caches->count < maximum_caches; s++) {
+            if (ELF64_ST_TYPE(symbols[s].st_info) == STT_TLS && symbols[s].st_name < strings->sh_size
+                && is_cache_symbol(names + symbols[s].st_name))
+                caches->offsets[caches->count++] = symbols[s].st_value;
+        }
+        break;
+    }
+done:
+    free(sections);
+    free(symbols);
+    free(names);
+    close(fd);
+}
+
+static int contains(const struct dl_phdr_info *info, const void *address) {
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *segment = &info->dlpi_phdr[i];
+        uintptr_t start = info->dlpi_addr + segment->p_vaddr;
+        if (segment->p_type == PT_LOAD && (uintptr_t)address >= start && (uintptr_t)address < start + segment->p_memsz)
+            return 1;
+    }
+    return 0;
+}
+
+static int find_modules(struct dl_phdr_info *info, size_t size, void *unused) {
+    (void)unused;
+    if (size < offsetof(struct dl_phdr_info, dlpi_tls_data) + sizeof info->dlpi_tls_data) return 1;
+    if (info->dlpi_tls_modid == 0) return 0;  // no thread-locals, so no cache
+    const char *name = info->dlpi_name;
+    if (name != NULL && strstr(name, "/libswiftCore.so") != NULL) {
+        runtime_caches.tls_module = info->dlpi_tls_modid;
+        find_cache_symbols(name, &runtime_caches);
+    } else if (contains(info, (const void *)find_modules)) {
+        own_caches.tls_module = info->dlpi_tls_modid;
+        find_cache_symbols(name != NULL && name[0] != 0 ? name : "/proc/self/exe", &own_caches);
+    }
+    return 0;
+}
+
+static void find_offsets(void) { dl_iterate_phdr(find_modules, NULL); }
+
+struct addresses {
+    int32_t **out;
+    size_t capacity, count;
+};
+
+static void add_addresses(const struct module_caches *caches, const struct dl_phdr_info *info, struct addresses *a) {
+    if (caches->tls_module == 0 || info->dlpi_tls_modid != caches->tls_module || info->dlpi_tls_data == NULL) return;
+    for (size_t i = 0; i < caches->count && a->count < a->capacity; i++)
+        a->out[a->count++] = (int32_t *)((char *)info->dlpi_tls_data + caches->offsets[i]);
+}
+
+static int collect_addresses(struct dl_phdr_info *info, size_t size, void *data) {
+    if (size < offsetof(struct dl_phdr_info, dlpi_tls_data) + sizeof info->dlpi_tls_data) return 1;
+    add_addresses(&runtime_caches, info, data);
+    add_addresses(&own_caches, info, data);
+    return 0;
+}
+
+size_t cbaio_swift_cached_tid_addresses(int32_t **addresses, size_t capacity) {
+    pthread_once(&offsets_once, find_offsets);
+    struct addresses found = {addresses, capacity, 0};
+    dl_iterate_phdr(collect_addresses, &found);
+    return found.count;
+}
+
+static void prepare(void) {
+    clear_count = cbaio_swift_cached_tid_addresses(clear_in_child, sizeof clear_in_child / sizeof *clear_in_child);
+}
+
+static void child(void) {
+    for (size_t i = 0; i < clear_count; i++) *clear_in_child[i] = 0;
+}
+
+// At load, so that forks made before any engine exists are covered too (fio forks before its jobs call
+// io_setup). It only registers handlers: no thread starts and no file is read until a fork.
+__attribute__((constructor)) static void install_fork_handler(void) { pthread_atfork(prepare, NULL, child); }
