@@ -10,6 +10,7 @@
 #include <libaio.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -468,6 +469,64 @@ static void section_fork(io_context_t ctx) {
     printf("fork: child's io_destroy of the parent's context = %s\n", WEXITSTATUS(status) & 2 ? "-EINVAL" : "other");
 }
 
+// Forks while another thread is inside io_submit and io_getevents on its own context, holding the
+// library's locks at any moment: each child must still set up a context of its own and read through it.
+// A child still alive after 10 s counts as hung and is killed.
+static struct busy {
+    io_context_t ctx;
+    volatile int stop;
+} busy;
+
+static void *busy_reader(void *unused) {
+    (void)unused;
+    static char buffer[4096];
+    struct iocb iocb;
+    struct io_event event;
+    while (!busy.stop) {
+        io_prep_pread(&iocb, data_fd, buffer, sizeof buffer, 0);
+        if (submit_one(busy.ctx, &iocb) != 1 || io_getevents(busy.ctx, 1, 1, &event, NULL) != 1) break;
+    }
+    return NULL;
+}
+
+static int child_reads_own_context(void) {
+    static char buffer[4096];
+    io_context_t own = 0;
+    struct iocb iocb;
+    struct io_event event;
+    if (io_setup(4, &own) != 0) return 1;
+    io_prep_pread(&iocb, data_fd, buffer, sizeof buffer, 8192);
+    if (submit_one(own, &iocb) != 1 || io_getevents(own, 1, 1, &event, NULL) != 1) return 2;
+    if (strcmp(matches_pread(buffer, (long)event.res, 8192, sizeof buffer), "yes") != 0) return 3;
+    return io_destroy(own) == 0 ? 0 : 4;
+}
+
+static void section_fork_busy(void) {
+    enum { FORKS = 100 };
+    if (io_setup(8, &busy.ctx) != 0) return;
+    pthread_t reader;
+    pthread_create(&reader, NULL, busy_reader, NULL);
+    int clean = 0, hung = 0;
+    for (int i = 0; i < FORKS; i++) {
+        fflush(stdout);
+        pid_t child = fork();
+        if (child == 0) _exit(child_reads_own_context());
+        int status = 0, waited = 0;
+        for (int tick = 0; tick < 1000 && (waited = waitpid(child, &status, WNOHANG)) == 0; tick++) usleep(10000);
+        if (waited == 0) {
+            hung++;
+            kill(child, SIGKILL);
+            waitpid(child, &status, 0);
+        } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+            clean++;
+        }
+    }
+    busy.stop = 1;
+    pthread_join(reader, NULL);
+    io_destroy(busy.ctx);
+    printf("fork while busy: %d of %d children read through their own context (%d hung)\n", clean, FORKS, hung);
+}
+
 // One read at a time, waiting with no timeout, as fio does at iodepth 1: a lost wake-up hangs here.
 static void section_sustained(io_context_t ctx) {
     evict();
@@ -616,6 +675,7 @@ int main(int argc, char **argv) {
     section_cancel(ctx);
     section_userspace_reap(ctx);
     section_fork(ctx);
+    section_fork_busy();
     section_sustained(ctx);
     section_threads();
     section_capacity();
