@@ -63,23 +63,7 @@ public final class IOContext: Sendable {
         var accepted = 0
         for read in requests {
             do throws(BufferedAIOError) {
-                try queue.reserve(capacity: capacity)
-                do {
-                    switch try engine.submitFast(read) {
-                    case .copied(let count):
-                        // A cached read: its event is all that is left of it.
-                        queue.deliverCopied(IOEvent(tag: read.tag, result: .success(count)))
-                    case .slow(let prepared):
-                        // A read that finished in the slow path was queued by accept, in the lock that
-                        // tracked it.
-                        if case .ready(let request) = try engine.submitSlow(prepared, sink: queue, checked: checked) {
-                            queue.deliver([request])
-                        }
-                    }
-                } catch {
-                    queue.unreserve()
-                    throw error
-                }
+                try submitOne(read, checked: checked)
                 accepted += 1
             } catch {
                 if accepted == 0 { throw error }
@@ -89,9 +73,28 @@ public final class IOContext: Sendable {
         return accepted
     }
 
+    private func submitOne(_ read: ReadRequest, checked: FileFacts?) throws(BufferedAIOError) {
+        try queue.reserve(capacity: capacity)
+        do {
+            switch try engine.submitFast(read) {
+            case .copied(let count):
+                // A cached read: its event is all that is left of it.
+                queue.deliverCopied(IOEvent(tag: read.tag, result: .success(count)))
+            case .slow(let prepared):
+                // A read that finished in the slow path was queued by accept, in the lock that tracked it.
+                if case .ready(let request) = try engine.submitSlow(prepared, sink: queue, checked: checked) {
+                    queue.deliver([request])
+                }
+            }
+        } catch {
+            queue.unreserve()
+            throw error
+        }
+    }
+
     /// Submits one read; see ``submit(_:)``.
     public func submit(_ request: ReadRequest) throws(BufferedAIOError) {
-        try submit(CollectionOfOne(request))
+        try submitOne(request, checked: nil)
     }
 
     /// Waits for completed reads and returns their events (the corresponding C function is
@@ -112,23 +115,33 @@ public final class IOContext: Sendable {
     ///   `minimum > maximum`; ``BufferedAIOError/Code/closed`` if the context is closed and no event was
     ///   collected.
     public func getEvents(minimum: Int, maximum: Int, timeout: Duration? = nil) throws(BufferedAIOError) -> [IOEvent] {
+        var events: [IOEvent] = []
+        try getEvents(minimum: minimum, maximum: maximum, timeout: timeout, into: &events)
+        return events
+    }
+
+    /// ``getEvents(minimum:maximum:timeout:)`` into an array the caller keeps, so a loop that reaps one
+    /// event at a time allocates nothing: `events` is emptied (keeping its capacity) and filled.
+    public func getEvents(
+        minimum: Int, maximum: Int, timeout: Duration? = nil, into events: inout [IOEvent]
+    ) throws(BufferedAIOError) {
+        events.removeAll(keepingCapacity: true)
         guard minimum >= 0, maximum >= 0, minimum <= maximum else {
             throw BufferedAIOError(
                 .invalidArgument, "getEvents(minimum: \(minimum), maximum: \(maximum)) needs 0 <= minimum <= maximum",
                 errno: .invalidArgument)
         }
-        guard maximum > 0 else { return [] }
+        guard maximum > 0 else { return }
         let deadline = timeout.map { ContinuousClock.now + $0 }
         // Entering, taking, retiring and leaving share locks where they can: on a cached read the queue's
         // locks are most of what the context adds to the preadv2.
         // Events of cached reads come straight from the queue; delivered requests need the reaper's copy.
-        var events: [IOEvent] = []
         var batch: [Request]
         switch queue.enterWaiter(taking: maximum, minimum: minimum, into: &events) {
         case .closed: throw BufferedAIOError(.closed, "the context is closed", errno: .invalidArgument)
         case .done:
             engine.counters.completed.add(events.count)
-            return events
+            return
         case .entered(let taken): batch = taken
         }
         engine.counters.completed.add(events.count)
@@ -145,11 +158,11 @@ public final class IOContext: Sendable {
             }
             left = events.count >= minimum || events.count == maximum
             queue.retire(batch, allReaped: allReaped, leaving: left)
-            if left { return events }
+            if left { return }
             var remaining: Duration? = nil
             if let deadline {
                 remaining = deadline - ContinuousClock.now
-                if remaining! <= .zero { return events }
+                if remaining! <= .zero { return }
             } else if engine.configuration.reaperWaitsInRead, let claimed = queue.claimPending() {
                 // Nothing is ready and the caller will wait as long as it takes: wait inside one pending
                 // read's pread, which wakes the moment its I/O ends, instead of for the poller's next pass.
@@ -157,13 +170,13 @@ public final class IOContext: Sendable {
                 events.append(claimed.event)
                 left = events.count >= minimum || events.count == maximum
                 queue.retire([claimed], allReaped: true, leaving: left)
-                if left { return events }
-                guard let next = take(maximum - events.count, into: &events) else { return events }
+                if left { return }
+                guard let next = take(maximum - events.count, into: &events) else { return }
                 batch = next
                 continue
             }
             queue.waitForReady(timeout: remaining)
-            guard let next = take(maximum - events.count, into: &events) else { return events }
+            guard let next = take(maximum - events.count, into: &events) else { return }
             batch = next
         }
     }

@@ -176,8 +176,11 @@ struct Bench: AsyncParsableCommand {
         let first = walk.sequential ? min(queueDepth, blocks) : queueDepth
         for slot in 0..<first { try submit(slot) }
         var outstanding = first
+        var events: [IOEvent] = []
+        events.reserveCapacity(queueDepth)
         while outstanding > 0 {
-            for event in try context.getEvents(minimum: 1, maximum: queueDepth) {
+            try context.getEvents(minimum: 1, maximum: queueDepth, into: &events)
+            for event in events {
                 outstanding -= 1
                 let slot = Int(event.tag)
                 let now = monotonicNanoseconds()

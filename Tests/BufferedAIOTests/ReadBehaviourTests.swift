@@ -48,6 +48,36 @@ struct ReadBehaviourTests {
         #expect(stats.pagesFoundMissing == 0)
     }
 
+    @Test("getEvents(into:) empties the caller's array and fills it, cached and evicted reads alike")
+    func getEventsIntoCallersArray() throws {
+        let file = try PatternFile(size: 8 << 20, name: "into")
+        file.evict()
+        file.warm(0, 1 << 20)
+        let context = try IOContext(capacity: 8)
+        defer { context.close() }
+        let offsets = [0, 4096, 3 << 20, 5 << 20]  // two cached, two evicted
+        let buffers = offsets.map { _ in ReadBuffer(4096) }
+        // An earlier call leaves its event in the array.
+        let first = ReadBuffer(512)
+        try context.submit(ReadRequest(descriptor: file.fd, offset: 8192, into: first.bytes, tag: 99))
+        var events: [IOEvent] = []
+        try context.getEvents(minimum: 1, maximum: 1, timeout: .seconds(60), into: &events)
+        #expect(events.map(\.tag) == [99])
+        for (index, offset) in offsets.enumerated() {
+            try context.submit(ReadRequest(descriptor: file.fd, offset: Int64(offset), into: buffers[index].bytes, tag: UInt64(index)))
+        }
+        var seen: [UInt64: Int] = [:]
+        for _ in 0..<offsets.count where seen.count < offsets.count {
+            try context.getEvents(minimum: 1, maximum: offsets.count, timeout: .seconds(60), into: &events)
+            #expect(!events.isEmpty && events.allSatisfy { $0.tag < UInt64(offsets.count) }, "\(events)")
+            for event in events { seen[event.tag] = try event.get() }
+        }
+        for (index, offset) in offsets.enumerated() {
+            #expect(seen[UInt64(index)] == 4096)
+            #expect(buffers[index].prefix(4096) == file.expected(offset, 4096), "read at \(offset)")
+        }
+    }
+
     @Test("a fully evicted read waits for readahead, never completes inline, and leaves the pages resident")
     func fullyEvicted() throws {
         let file = try PatternFile(size: 8 << 20, name: "evicted")
