@@ -22,8 +22,13 @@ struct Cat: ParsableCommand {
             ignored, says "baio: write error: Broken pipe" and exits 1). SIGINT cancels the reads in flight \
             and ends the tool by the same signal.
 
+            The formatting options are GNU cat's (-n, -b, -s, -E, -T, -v, and -A, -e, -t, which combine \
+            them); line numbers and blank-line squeezing carry on across the files of one run.
+
             Examples:
               baio cat /var/log/syslog
+              baio cat -n notes.txt
+              baio cat -A suspicious.bin | less
               baio cat header.txt - footer.txt < body.txt > whole.txt
               baio cat big.iso | sha256sum
               baio cat --chunk-size 1M --window 4 /data/f > /dev/null
@@ -41,6 +46,44 @@ struct Cat: ParsableCommand {
     @Flag(name: .customShort("u"), help: "Ignored, as GNU cat ignores it: output is never buffered (POSIX's cat -u).")
     var unbuffered = false
 
+    @Flag(name: [.customShort("A"), .customLong("show-all")], help: "Equivalent to -vET.")
+    var showAll = false
+
+    @Flag(name: [.customShort("b"), .customLong("number-nonblank")], help: "Number nonempty output lines, overrides -n.")
+    var numberNonblank = false
+
+    @Flag(name: .customShort("e"), help: "Equivalent to -vE.")
+    var showEndsAndNonprinting = false
+
+    @Flag(name: [.customShort("E"), .customLong("show-ends")], help: "Display $ at end of each line.")
+    var showEnds = false
+
+    @Flag(name: [.customShort("n"), .customLong("number")], help: "Number all output lines.")
+    var number = false
+
+    @Flag(name: [.customShort("s"), .customLong("squeeze-blank")], help: "Suppress repeated empty output lines.")
+    var squeezeBlank = false
+
+    @Flag(name: .customShort("t"), help: "Equivalent to -vT.")
+    var showTabsAndNonprinting = false
+
+    @Flag(name: [.customShort("T"), .customLong("show-tabs")], help: "Display TAB characters as ^I.")
+    var showTabs = false
+
+    @Flag(
+        name: [.customShort("v"), .customLong("show-nonprinting")],
+        help: "Use ^ and M- notation, except for LFD and TAB.")
+    var showNonprinting = false
+
+    /// The formatting options as cat combines them.
+    var format: CatFormat {
+        CatFormat(
+            numberAll: number, numberNonblank: numberNonblank, squeezeBlank: squeezeBlank,
+            showEnds: showEnds || showAll || showEndsAndNonprinting,
+            showTabs: showTabs || showAll || showTabsAndNonprinting,
+            showNonprinting: showNonprinting || showAll || showEndsAndNonprinting || showTabsAndNonprinting)
+    }
+
     @Flag(
         inversion: .prefixedNo,
         help: "Show the progress line on standard error even when it is not a terminal, or never show it.")
@@ -55,7 +98,7 @@ struct Cat: ParsableCommand {
 
     func run() throws {
         Interrupt.install()
-        let copier = Copier(chunkSize: chunkSize, window: window, progress: progress)
+        let copier = Copier(chunkSize: chunkSize, window: window, progress: progress, format: format)
         defer { copier.close() }
         var failed = false
         for name in files.isEmpty ? ["-"] : files {
@@ -68,6 +111,7 @@ struct Cat: ParsableCommand {
                 Interrupt.dieOfSignal()
             }
         }
+        if copier.finish() == .writeFailed { throw ExitCode.failure }
         if copier.readClosedStandardInput {
             // GNU cat's second complaint, from closing the descriptor it could not read.
             Console.complain("closing standard input: Bad file descriptor")
@@ -97,10 +141,13 @@ final class Copier {
     private var meter: ProgressLine
     /// Standard output, when it is a regular file: copying that file into itself is refused, as cat does.
     private let output: stat?
+    /// With formatting options, what is written is the formatter's rewrite of each block.
+    private let formatter: CatFormatter?
 
-    init(chunkSize: Int, window: Int, progress: Bool?) {
+    init(chunkSize: Int, window: Int, progress: Bool?, format: CatFormat = CatFormat()) {
         self.chunkSize = chunkSize
         self.window = window
+        self.formatter = format.isPlain ? nil : CatFormatter(format)
         self.meter = ProgressLine(forced: progress)
         var info = stat()
         output = fstat(1, &info) == 0 && info.st_mode & S_IFMT == S_IFREG ? info : nil
@@ -220,8 +267,22 @@ final class Copier {
         }
     }
 
-    /// Writes one block to standard output; nil on success.
+    /// Writes what the formatter still holds back once every file is copied; nil on success.
+    func finish() -> Outcome? {
+        formatter?.finish { emit($0, input: 0) }
+    }
+
+    /// Writes one block to standard output (formatted, with formatting options); nil on success.
     private func write(_ bytes: UnsafeRawBufferPointer) -> Outcome? {
+        guard let formatter else { return emit(bytes, input: bytes.count) }
+        // The progress line counts input, not the longer formatted output.
+        if let outcome = formatter.format(bytes, emit: { emit($0, input: 0) }) { return outcome }
+        meter.add(bytes.count)
+        return nil
+    }
+
+    /// `input` is how many bytes of the files this stands for, for the progress line.
+    private func emit(_ bytes: UnsafeRawBufferPointer, input: Int) -> Outcome? {
         let code = Console.writeAll(1, bytes)
         if code == EINTR && Interrupt.requested { return .interrupted }
         if code != 0 {
@@ -229,7 +290,7 @@ final class Copier {
             Console.complain("write error: \(String(cString: strerror(code)))")
             return .writeFailed
         }
-        meter.add(bytes.count)
+        meter.add(input)
         return nil
     }
 
