@@ -28,10 +28,12 @@ struct DD: ParsableCommand {
                               fullblock    gather whole input blocks from short reads (pipes)
                               count_bytes  count= is in bytes
                               skip_bytes   skip= is in bytes
-              oflag=FLAGS   comma-separated: direct (O_DIRECT writes), seek_bytes (seek= is in bytes)
+              oflag=FLAGS   comma-separated: direct (O_DIRECT writes), seek_bytes (seek= is in bytes),
+                            dsync, sync (O_DSYNC, O_SYNC writes)
               conv=CONVS    comma-separated: notrunc (do not truncate the output), sparse (seek over
                             all-zero output blocks), fsync, fdatasync (sync the output at the end),
-                            excl (fail if the output exists), nocreat (do not create it)
+                            excl (fail if the output exists), nocreat (do not create it), sync (pad
+                            every short input block to ibs with NULs), swab (swap every pair of bytes)
               status=LEVEL  none (print nothing on stderr), noxfer (no transfer line), progress (a transfer
                             line refreshed once a second on stderr during the copy)
 

@@ -288,6 +288,67 @@ final class DDOutput {
     }
 }
 
+// MARK: - conv=sync and conv=swab
+
+/// What GNU dd does to input between reading and writing: conv=sync pads a short record to ibs with NULs,
+/// then conv=swab swaps each pair of bytes of the stream, an odd byte waiting for the next record (and
+/// written alone at the end). Records arrive whole, but for the last of each block of them.
+struct DDRecordConversion {
+    let recordSize: Int
+    let pad: Bool
+    let swab: Bool
+    private var saved: UInt8?
+    private var scratch: UnsafeMutableRawBufferPointer?
+
+    init(_ operands: DDOperands) {
+        recordSize = operands.inputBlockSize
+        pad = operands.conversions.contains(.sync)
+        swab = operands.conversions.contains(.swab)
+    }
+
+    /// Returns the bytes to write; valid until the next call.
+    mutating func convert(_ records: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        let short = records.count % recordSize
+        let padding = pad && short != 0 ? recordSize - short : 0
+        guard swab || padding > 0 else { return records }
+        let length = (saved == nil ? 0 : 1) + records.count + padding
+        if (scratch?.count ?? 0) < length {
+            scratch?.deallocate()
+            scratch = .allocate(byteCount: length, alignment: 4096)
+        }
+        let buffer = scratch!.baseAddress!
+        var count = 0
+        if let saved {
+            buffer.storeBytes(of: saved, as: UInt8.self)
+            count = 1
+        }
+        (buffer + count).copyMemory(from: records.baseAddress!, byteCount: records.count)
+        count += records.count
+        (buffer + count).initializeMemory(as: UInt8.self, repeating: 0, count: padding)
+        count += padding
+        guard swab else { return UnsafeRawBufferPointer(start: buffer, count: count) }
+        saved = nil
+        if count % 2 == 1 {
+            count -= 1
+            saved = buffer.load(fromByteOffset: count, as: UInt8.self)
+        }
+        let bytes = UnsafeMutableBufferPointer(start: buffer.assumingMemoryBound(to: UInt8.self), count: count)
+        for index in stride(from: 0, to: count, by: 2) { bytes.swapAt(index, index + 1) }
+        return UnsafeRawBufferPointer(start: buffer, count: count)
+    }
+
+    /// Writes the odd byte swab still holds, as GNU's `output_char` does at the end of input.
+    mutating func finish(_ output: DDOutput) throws(DDFailure) {
+        defer {
+            scratch?.deallocate()
+            scratch = nil
+        }
+        guard var byte = saved else { return }
+        saved = nil
+        try withUnsafeBytes(of: &byte) { (last) throws(DDFailure) in try output.append(last) }
+    }
+}
+
 // MARK: - Dropping what was read (iflag=nocache)
 
 /// Drops the input's pages behind the reader in whole pages, as GNU's `invalidate_cache` does, so a page
@@ -398,6 +459,8 @@ struct DDCopier {
         }
         var flags = O_CLOEXEC
         if o.outputFlags.contains(.direct) { flags |= oDirect }
+        if o.outputFlags.contains(.dsync) { flags |= O_DSYNC }
+        if o.outputFlags.contains(.sync) { flags |= O_SYNC }
         if !o.conversions.contains(.nocreat) { flags |= O_CREAT }
         if o.conversions.contains(.excl) { flags |= O_EXCL }
         if o.seekRecords == 0 && !o.conversions.contains(.notrunc) { flags |= O_TRUNC }
@@ -515,19 +578,17 @@ struct DDCopier {
         }
 
         var position = start
+        var conversion = DDRecordConversion(o)
         while !interrupted, let chunk = try nextChunk() {
             counts.readFull += chunk.count / o.inputBlockSize
             if chunk.count % o.inputBlockSize != 0 { counts.readPartial += 1 }
-            if o.reblocks {
-                try output.append(chunk)
-            } else {
-                try output.writeRecords(chunk, recordSize: o.inputBlockSize)
-            }
+            try write(conversion.convert(chunk), to: output)
             position += Int64(chunk.count)
             dropper?.consumed(upTo: position)
             progress()
         }
         if interrupted { return }
+        try conversion.finish(output)
         try output.finish(o.conversions)
         dropper?.finish(at: position, endOfFile: position >= size)
     }
@@ -552,6 +613,7 @@ struct DDCopier {
             return
         }
         var endOfFile = false
+        var conversion = DDRecordConversion(o)
         while !interrupted {
             progress()
             let records = counts.readFull + counts.readPartial
@@ -565,17 +627,22 @@ struct DDCopier {
             position += Int64(n)
             dropper?.consumed(upTo: position)
             if n < o.inputBlockSize { counts.readPartial += 1 } else { counts.readFull += 1 }
-            let record = UnsafeRawBufferPointer(start: input.buffer.baseAddress!, count: n)
-            if o.reblocks {
-                try output.append(record)
-            } else {
-                // One record: written whole, counted full only if it is a whole block.
-                try output.writeRecords(record, recordSize: o.inputBlockSize)
-            }
+            // One record: written whole, counted full only if it is a whole block.
+            try write(conversion.convert(UnsafeRawBufferPointer(start: input.buffer.baseAddress!, count: n)), to: output)
         }
         if interrupted { return }
+        try conversion.finish(output)
         try output.finish(o.conversions)
         dropper?.finish(at: position, endOfFile: endOfFile)
+    }
+
+    /// Input records, converted, to the output: re-blocked into obs, or written as the records they are.
+    private func write(_ records: UnsafeRawBufferPointer, to output: DDOutput) throws(DDFailure) {
+        if operands.reblocks {
+            try output.append(records)
+        } else {
+            try output.writeRecords(records, recordSize: operands.inputBlockSize)
+        }
     }
 
     /// skip= on input that may not seek: lseek if it can, else read and discard whole records (each read

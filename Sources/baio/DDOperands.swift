@@ -14,6 +14,9 @@ struct DDOperands {
         static let countBytes = InputFlags(rawValue: 1 << 3)
         static let skipBytes = InputFlags(rawValue: 1 << 4)
         static let seekBytes = InputFlags(rawValue: 1 << 5)
+        /// Output only: O_DSYNC and O_SYNC on the output file.
+        static let dsync = InputFlags(rawValue: 1 << 6)
+        static let sync = InputFlags(rawValue: 1 << 7)
     }
 
     struct Conversions: OptionSet {
@@ -24,6 +27,10 @@ struct DDOperands {
         static let sparse = Conversions(rawValue: 1 << 3)
         static let excl = Conversions(rawValue: 1 << 4)
         static let nocreat = Conversions(rawValue: 1 << 5)
+        /// Pad every short input record to ibs with NULs.
+        static let sync = Conversions(rawValue: 1 << 6)
+        /// Swap every pair of input bytes.
+        static let swab = Conversions(rawValue: 1 << 7)
     }
 
     var input: String?
@@ -33,7 +40,8 @@ struct DDOperands {
     /// bs= was not given: input records are re-blocked into obs-sized writes (GNU's C_TWOBUFS).
     var reblocks = true
     var inputFlags: InputFlags = []
-    /// Output flags use the same bits: direct, seekBytes (and countBytes/skipBytes only to reject them).
+    /// Output flags use the same bits: direct, seekBytes, dsync, sync (and countBytes/skipBytes only to
+    /// reject them).
     var outputFlags: InputFlags = []
     var conversions: Conversions = []
     var status = Status.normal
@@ -116,6 +124,8 @@ struct DDOperands {
             if inputBlockSize > 0 { self.inputBlockSize = inputBlockSize }
             if outputBlockSize > 0 { self.outputBlockSize = outputBlockSize }
         }
+        // GNU gives swab two buffers even with bs=: swapped records no longer end where input records do.
+        if conversions.contains(.swab) { reblocks = true }
         if inputFlags.contains(.seekBytes) {
             throw DDUsageError("invalid input flag: \(quote("seek_bytes"))", suggestHelp: true)
         }
@@ -167,6 +177,8 @@ struct DDOperands {
             case "count_bytes": flags.insert(.countBytes)
             case "skip_bytes": flags.insert(.skipBytes)
             case "seek_bytes": flags.insert(.seekBytes)
+            case "dsync" where kind == "output": flags.insert(.dsync)
+            case "sync" where kind == "output": flags.insert(.sync)
             case "append", "binary", "cio", "directory", "dsync", "sync", "noatime", "nocache", "noctty",
                 "nofollow", "nolinks", "nonblock", "text":
                 throw DDUsageError("\(kind) flag not supported by baio dd: \(quote(String(name)))", suggestHelp: true)
@@ -187,7 +199,9 @@ struct DDOperands {
             case "sparse": conversions.insert(.sparse)
             case "excl": conversions.insert(.excl)
             case "nocreat": conversions.insert(.nocreat)
-            case "ascii", "ebcdic", "ibm", "block", "unblock", "lcase", "ucase", "swab", "sync", "noerror":
+            case "sync": conversions.insert(.sync)
+            case "swab": conversions.insert(.swab)
+            case "ascii", "ebcdic", "ibm", "block", "unblock", "lcase", "ucase", "noerror":
                 throw DDUsageError("conversion not supported by baio dd: \(quote(String(name)))", suggestHelp: true)
             default:
                 throw DDUsageError("invalid conversion: \(quote(String(name)))", suggestHelp: true)

@@ -83,6 +83,17 @@ let ddRows: [DDRow] = [
     DDRow(operands: "bs=4K iflag=fullblock", plumbing: .slowPipe),
     DDRow(operands: "ibs=4K obs=3000 iflag=fullblock", plumbing: .slowPipe),
     DDRow(operands: "bs=4K seek=2", plumbing: .pipeOut),
+    DDRow(operands: "bs=4K conv=sync", input: .evicted),
+    DDRow(operands: "ibs=1000 obs=777 conv=sync"),
+    DDRow(operands: "conv=swab"),
+    DDRow(operands: "bs=4K conv=swab", input: .evicted),
+    DDRow(operands: "ibs=1001 obs=333 conv=sync,swab"),
+    DDRow(operands: "bs=4097 count=10001 iflag=count_bytes conv=sync,swab"),
+    DDRow(operands: "bs=4K skip=3 seek=2 conv=swab"),
+    DDRow(operands: "bs=4K iflag=fullblock conv=swab", plumbing: .catPipe),
+    DDRow(operands: "bs=4K conv=sync,sparse", input: .holes),
+    DDRow(operands: "bs=64K oflag=dsync"),
+    DDRow(operands: "bs=64K oflag=sync conv=fsync"),
 ]
 
 /// Operand errors: what `baio dd` must print (and GNU dd prints, with `dd` for `baio dd`), exit status 1,
