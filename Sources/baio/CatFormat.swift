@@ -140,32 +140,36 @@ final class CatFormatter {
                     n += 1
                 }
             } else {
-                // -v: ^X for control characters, ^? for DEL, M- before bytes with the high bit set.
-                var low = byte
-                if byte >= 128 {
-                    out[n] = UInt8(ascii: "M")
-                    out[n + 1] = UInt8(ascii: "-")
-                    n += 2
-                    low = byte &- 128
-                }
-                if low < 32 {
-                    out[n] = caret
-                    out[n + 1] = low &+ 64
-                    n += 2
-                } else if low == 127 {
-                    out[n] = caret
-                    out[n + 1] = UInt8(ascii: "?")
-                    n += 2
-                } else {
-                    out[n] = low
-                    n += 1
-                }
+                // -v: a byte's notation from the table, stored 4 bytes at once (the buffer has slack).
+                let notation = Self.visible[Int(byte)]
+                UnsafeMutableRawPointer(out + n).storeBytes(of: notation.bytes, as: UInt32.self)
+                n += Int(notation.count)
             }
         }
         self.newlines = newlines
         self.lineNumber = lineNumber
         pendingCarriageReturn = pendingCR
         return n
+    }
+
+    /// -v's notation of each byte but LF and TAB: ^X for control characters, ^? for DEL, M- before bytes
+    /// with the high bit set; the bytes little-endian in a UInt32.
+    private static let visible: [(bytes: UInt32, count: UInt8)] = (0...255).map { (value: Int) in
+        var text: [UInt8] = []
+        var low = UInt8(value)
+        if low >= 128 {
+            text += [UInt8(ascii: "M"), UInt8(ascii: "-")]
+            low -= 128
+        }
+        if low < 32 {
+            text += [UInt8(ascii: "^"), low + 64]
+        } else if low == 127 {
+            text += [UInt8(ascii: "^"), UInt8(ascii: "?")]
+        } else {
+            text.append(low)
+        }
+        let bytes = text.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
+        return (bytes, UInt8(text.count))
     }
 
     /// cat's "%6d\t"; returns the bytes written.
