@@ -36,24 +36,22 @@ static struct module_caches runtime_caches, own_caches;
 static int32_t *clear_in_child[2 * maximum_caches];  // set by prepare, in the forking thread
 static size_t clear_count;
 
-static int is_cache_symbol(const char *name) {
-    return strcmp(name, "_ZZN5swift14threading_impl5linux13ulock_get_tidEvE3tid") == 0
-        || strcmp(name, "_swift_stdlib_gettid.tid") == 0;
-}
-
 static int read_exactly(int fd, void *buffer, size_t length, off_t offset) {
     return pread(fd, buffer, length, offset) == (ssize_t)length;
 }
 
-// Adds the offsets (in the module's TLS segment) of the cache symbols in an ELF64 file's .symtab.
+// Adds the offsets (in the module's TLS segment) of the cache symbols in an ELF64 file's .symtab. The table
+// is read in slices and only thread-local symbols' names are read (libswiftCore's names take 1.8 MB).
 static void find_cache_symbols(const char *path, struct module_caches *caches) {
+    enum { slice = 2730 };  // symbols per read: 64 KiB
+    static const char *const wanted[] = {
+        "_ZZN5swift14threading_impl5linux13ulock_get_tidEvE3tid", "_swift_stdlib_gettid.tid"};
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return;
     Elf64_Ehdr header;
     Elf64_Shdr *sections = NULL;
-    Elf64_Sym *symbols = NULL;
-    char *names = NULL;
-    if (!read_exactly(fd, &header, sizeof header, 0) || memcmp(header.e_ident, ELFMAG, SELFMAG) != 0
+    Elf64_Sym *symbols = malloc(slice * sizeof(Elf64_Sym));
+    if (symbols == NULL || !read_exactly(fd, &header, sizeof header, 0) || memcmp(header.e_ident, ELFMAG, SELFMAG) != 0
         || header.e_ident[EI_CLASS] != ELFCLASS64 || header.e_shentsize != sizeof(Elf64_Shdr))
         goto done;
     sections = calloc(header.e_shnum, sizeof(Elf64_Shdr));
@@ -62,23 +60,25 @@ static void find_cache_symbols(const char *path, struct module_caches *caches) {
     for (unsigned i = 0; i < header.e_shnum; i++) {
         if (sections[i].sh_type != SHT_SYMTAB || sections[i].sh_link >= header.e_shnum) continue;
         const Elf64_Shdr *table = &sections[i], *strings = &sections[table->sh_link];
-        symbols = malloc(table->sh_size);
-        names = malloc(strings->sh_size + 1);
-        if (symbols == NULL || names == NULL || !read_exactly(fd, symbols, table->sh_size, table->sh_offset)
-            || !read_exactly(fd, names, strings->sh_size, strings->sh_offset))
-            goto done;
-        names[strings->sh_size] = 0;
-        for (size_t s = 0; s < table->sh_size / sizeof(Elf64_Sym) && caches->count < maximum_caches; s++) {
-            if (ELF64_ST_TYPE(symbols[s].st_info) == STT_TLS && symbols[s].st_name < strings->sh_size
-                && is_cache_symbol(names + symbols[s].st_name))
-                caches->offsets[caches->count++] = symbols[s].st_value;
+        size_t total = table->sh_size / sizeof(Elf64_Sym);
+        for (size_t first = 0; first < total && caches->count < maximum_caches; first += slice) {
+            size_t count = total - first < slice ? total - first : slice;
+            if (!read_exactly(fd, symbols, count * sizeof(Elf64_Sym), table->sh_offset + first * sizeof(Elf64_Sym)))
+                goto done;
+            for (size_t s = 0; s < count && caches->count < maximum_caches; s++) {
+                if (ELF64_ST_TYPE(symbols[s].st_info) != STT_TLS || symbols[s].st_name >= strings->sh_size) continue;
+                char name[64] = {0};
+                ssize_t got = pread(fd, name, sizeof name - 1, strings->sh_offset + symbols[s].st_name);
+                if (got <= 0) continue;
+                for (size_t w = 0; w < sizeof wanted / sizeof *wanted; w++)
+                    if (strcmp(name, wanted[w]) == 0) caches->offsets[caches->count++] = symbols[s].st_value;
+            }
         }
         break;
     }
 done:
     free(sections);
     free(symbols);
-    free(names);
     close(fd);
 }
 
