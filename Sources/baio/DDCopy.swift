@@ -292,8 +292,9 @@ final class DDOutput {
 
 /// What GNU dd does to input between reading and writing: conv=sync pads a short record to ibs with NULs,
 /// then conv=swab swaps each pair of bytes of the stream, an odd byte waiting for the next record (and
-/// written alone at the end). Records arrive whole, but for the last of each block of them.
-struct DDRecordConversion {
+/// written alone at the end). Records arrive whole, but for the last of each block of them. A class, so its
+/// scratch buffer is freed however the copy ends (an error, or SIGINT before `finish`).
+final class DDRecordConversion {
     let recordSize: Int
     let pad: Bool
     let swab: Bool
@@ -306,8 +307,10 @@ struct DDRecordConversion {
         swab = operands.conversions.contains(.swab)
     }
 
+    deinit { scratch?.deallocate() }
+
     /// Returns the bytes to write; valid until the next call.
-    mutating func convert(_ records: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+    func convert(_ records: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
         let short = records.count % recordSize
         let padding = pad && short != 0 ? recordSize - short : 0
         guard swab || padding > 0 else { return records }
@@ -338,11 +341,7 @@ struct DDRecordConversion {
     }
 
     /// Writes the odd byte swab still holds, as GNU's `output_char` does at the end of input.
-    mutating func finish(_ output: DDOutput) throws(DDFailure) {
-        defer {
-            scratch?.deallocate()
-            scratch = nil
-        }
+    func finish(_ output: DDOutput) throws(DDFailure) {
         guard var byte = saved else { return }
         saved = nil
         try withUnsafeBytes(of: &byte) { (last) throws(DDFailure) in try output.append(last) }
@@ -578,7 +577,7 @@ struct DDCopier {
         }
 
         var position = start
-        var conversion = DDRecordConversion(o)
+        let conversion = DDRecordConversion(o)
         while !interrupted, let chunk = try nextChunk() {
             counts.readFull += chunk.count / o.inputBlockSize
             if chunk.count % o.inputBlockSize != 0 { counts.readPartial += 1 }
@@ -613,7 +612,7 @@ struct DDCopier {
             return
         }
         var endOfFile = false
-        var conversion = DDRecordConversion(o)
+        let conversion = DDRecordConversion(o)
         while !interrupted {
             progress()
             let records = counts.readFull + counts.readPartial
