@@ -26,9 +26,11 @@ let package = Package(
             name: "BufferedAIO",
             dependencies: ["CBufferedAIO"]
         ),
+        // libbaio's own C: the mremap it interposes to follow a moved ring. Only libbaio links it.
+        .target(name: "CBAIOCompat"),
         .target(
             name: "BAIOCompat",
-            dependencies: ["BufferedAIO", "CBufferedAIO"]
+            dependencies: ["BufferedAIO", "CBufferedAIO", "CBAIOCompat"]
         ),
         .executableTarget(
             name: "baio",

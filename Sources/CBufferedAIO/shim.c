@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
@@ -110,17 +111,28 @@ long cbaio_sys_io_cancel(io_context_t context, struct iocb *iocb, struct io_even
     return cbaio_negated(syscall(SYS_io_cancel, context, iocb, result));
 }
 
-void cbaio_prep_poll(struct iocb *iocb, int fd, short events) { io_prep_poll(iocb, fd, events); }
-
-uint32_t cbaio_load_acquire_u32(const uint32_t *address) { return __atomic_load_n(address, __ATOMIC_ACQUIRE); }
-
-void cbaio_store_release_u32(uint32_t *address, uint32_t value) { __atomic_store_n(address, value, __ATOMIC_RELEASE); }
-
-int cbaio_futex_wait(uint32_t *address, uint32_t expected, int64_t timeout_ns) {
-    struct timespec spec = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
-    long rc = syscall(SYS_futex, address, FUTEX_WAIT_PRIVATE, expected, timeout_ns < 0 ? NULL : &spec, NULL, 0);
-    if (rc == 0 || errno == EAGAIN) return 0;
-    return -errno;
+long cbaio_sys_io_pgetevents(io_context_t context, long minimum, long maximum, struct io_event *events,
+                             struct timespec *timeout, const void *sigmask) {
+    // The kernel's struct __aio_sigset: the mask and its size in bytes (_NSIG / 8, as libaio passes it).
+    struct { const void *mask; size_t size; } set = { sigmask, _NSIG / 8 };
+    return cbaio_negated(syscall(SYS_io_pgetevents, context, minimum, maximum, events, timeout, sigmask ? &set : NULL));
 }
 
-void cbaio_futex_wake_all(uint32_t *address) { syscall(SYS_futex, address, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0); }
+ssize_t cbaio_preadv2_vector(int fd, const struct iovec *vector, int count, int64_t offset, int flags) {
+    return preadv2(fd, vector, count, (off_t)offset, flags);
+}
+
+int cbaio_same_open_file(int fd1, int fd2) {
+    pid_t self = getpid();
+    return (int)syscall(SYS_kcmp, self, self, 0 /* KCMP_FILE */, (unsigned long)fd1, (unsigned long)fd2);
+}
+
+int cbaio_cas_u32(uint32_t *address, uint32_t expected, uint32_t desired) {
+    return __atomic_compare_exchange_n(address, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+int cbaio_cas_u64(uint64_t *address, uint64_t expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(address, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+uint32_t cbaio_load_acquire_u32(const uint32_t *address) { return __atomic_load_n(address, __ATOMIC_ACQUIRE); }

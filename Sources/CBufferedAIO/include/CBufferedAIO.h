@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 // Swift imports neither O_DIRECT nor RWF_NOWAIT: both need _GNU_SOURCE or are newer than Glibc's module.
 extern const int cbaio_O_DIRECT;
@@ -76,17 +77,25 @@ long cbaio_sys_io_getevents(io_context_t context, long minimum, long maximum, st
                             struct timespec *timeout);
 long cbaio_sys_io_cancel(io_context_t context, struct iocb *iocb, struct io_event *result);
 
-// IOCB_CMD_POLL, for libbaio's bridge thread to wait on an eventfd and kernel completions at once.
-void cbaio_prep_poll(struct iocb *iocb, int fd, short events);
+// io_pgetevents(2) with the signal mask libaio passes (NULL: none); the kernel swaps the mask atomically
+// around its wait, which no user-space sequence of sigprocmask and io_getevents can do.
+long cbaio_sys_io_pgetevents(io_context_t context, long minimum, long maximum, struct io_event *events,
+                             struct timespec *timeout, const void *sigmask);
 
-// 32-bit atomics on memory shared with user code that reads it without our locks (libbaio's ring).
+// preadv2(2) of an iovec array (RWF_NOWAIT probes of libbaio's vectored reads); -1 and errno on failure.
+ssize_t cbaio_preadv2_vector(int fd, const struct iovec *vector, int count, int64_t offset, int flags);
+
+// kcmp(KCMP_FILE): 0 when both descriptors of this process name the same open file description, 1 or 2
+// when they differ, -1 and errno when either is closed or kcmp is unavailable.
+int cbaio_same_open_file(int fd1, int fd2);
+
+// Compare-and-swap on a caller's iocb fields: libbaio puts back what it lent the kernel only if nobody
+// rewrote the field meanwhile. Returns 1 when swapped.
+int cbaio_cas_u32(uint32_t *address, uint32_t expected, uint32_t desired);
+int cbaio_cas_u64(uint64_t *address, uint64_t expected, uint64_t desired);
+
+// A 32-bit load with acquire order, for the kernel's ring words that user code may read and write.
 uint32_t cbaio_load_acquire_u32(const uint32_t *address);
-void cbaio_store_release_u32(uint32_t *address, uint32_t value);
-
-// futex(2) on a 32-bit word: waits while *address == expected (timeout_ns < 0: forever). Returns 0 when
-// woken or the value differed, or -errno (-ETIMEDOUT, -EINTR).
-int cbaio_futex_wait(uint32_t *address, uint32_t expected, int64_t timeout_ns);
-void cbaio_futex_wake_all(uint32_t *address);
 
 // Where the calling thread's cached thread ids are (libswiftCore's, and the Mutex caches of the module this
 // is linked into): fork_tid.c clears them in forked children, where the inherited values break the locks
