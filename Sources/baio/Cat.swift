@@ -89,6 +89,11 @@ struct Cat: ParsableCommand {
         help: "Show the progress line on standard error even when it is not a terminal, or never show it.")
     var progress: Bool? = nil
 
+    /// For tests and diagnosis: which paths the engine's reads took (stalls, blocking reads) is otherwise
+    /// invisible from outside. Hidden: cat has no such option.
+    @Flag(help: ArgumentHelp("Print the engine's counters on standard error at the end.", visibility: .hidden))
+    var engineStatistics = false
+
     func validate() throws {
         guard chunkSize >= 4096 && chunkSize <= 1 << 30 else {
             throw ValidationError("--chunk-size must be between 4K and 1G")
@@ -112,6 +117,7 @@ struct Cat: ParsableCommand {
             }
         }
         if copier.finish() == .writeFailed { throw ExitCode.failure }
+        if engineStatistics { Console.writeAll(2, "baio: statistics: \(copier.statistics)\n") }
         if copier.readClosedStandardInput {
             // GNU cat's second complaint, from closing the descriptor it could not read.
             Console.complain("closing standard input: Bad file descriptor")
@@ -157,6 +163,9 @@ final class Copier {
         close()
         plain.deallocate()
     }
+
+    /// What the engine has done for this run's regular files (all zero if none was read through it).
+    var statistics: Statistics { context?.statistics ?? Statistics() }
 
     /// Closes the context (cancelling any read in flight). Idempotent.
     func close() {

@@ -25,6 +25,8 @@ struct Poller {
         var idleSince: ContinuousClock.Instant? = nil
         // When two or more reads were last pending together: a caller at depth 1 has none recently.
         var lastDeep = ContinuousClock.now
+        // Where the poller last waited in a lone read's pread: never twice at one spot (see below).
+        var lastLoneWait: LoneWait? = nil
         while true {
             let (incoming, stopping) = engine.inbox.withLock { inbox in
                 defer { inbox.requests.removeAll(keepingCapacity: true) }
@@ -63,13 +65,19 @@ struct Poller {
                 sleepUntilWoken()
                 idleSince = nil
                 interval = engine.configuration.minimumPollInterval
-            } else if now - lastDeep > backoffCeiling() * 16, let lone = loneReadOffset() {
+            } else if now - lastDeep > backoffCeiling() * 16, let lone = loneReadWait(), lone != lastLoneWait {
                 // At depth 1 a poll pass can only notice the I/O late; a blocking pread of one byte
                 // sleeps on the page lock and wakes when the I/O ends. The byte goes to scratch. Only
                 // when the depth has stayed at 1 for a while: at depth 4 or 8 a new read submitted while
                 // the poller sleeps in the pread would wait for the old one (measured: 15-20 % fewer IOPS).
+                // Only once per spot: if the pass after it confirmed nothing there (the file shrank, so the
+                // pread returns 0 at once; a read error; a probe that cannot confirm the page), another
+                // pread would return at once again and the poller would spin a CPU until the stall path
+                // gave up; the timed back-off below takes over until the read moves on.
                 idleSince = nil
-                _ = system_pread(active[0].fd, scratch, 1, lone)
+                lastLoneWait = lone
+                engine.counters.loneReadWaits.add(1)
+                _ = system_pread(active[0].fd, scratch, 1, lone.offset)
                 interval = engine.configuration.minimumPollInterval
             } else {
                 idleSince = nil
@@ -139,14 +147,19 @@ struct Poller {
                 let end = min(run.end * pageSize, request.offset + Int64(request.length))
                 let length = Int(min(end - start, Int64(scratchLength), budget * pageSize))
                 let count = system_preadv2(request.fd, scratch, length, start, cbaio_RWF_NOWAIT)
-                if count == 0 {
-                    confirmed = run.count  // the file shrank: nothing more will come; the reaper sees EOF
-                } else if count < 0 {
+                if count < 0 {
                     if errno != EAGAIN { request.forceBlocking = true }  // EIO and such: let pread report it
                     confirmed = 0
                 } else if start + Int64(count) >= end {
                     confirmed = run.count
+                } else if count < length && reachesEndOfFile(request.fd, start + Int64(count)) {
+                    // A short count that stops at end of file: the tail page is resident (it is partial, so a
+                    // read through it can never be full), or the file shrank and nothing more will come.
+                    // Either way the reaper's read finds EOF there.
+                    confirmed = run.count
                 } else {
+                    // A short count before end of file: the page it stopped in is still missing. (A 0 before
+                    // end of file is the 5.9/5.10 RWF_NOWAIT bug; the stall path reads it with pread.)
                     confirmed = (start + Int64(count)) / pageSize - run.first
                 }
             case .none:
@@ -166,15 +179,24 @@ struct Poller {
         return calls
     }
 
+    /// Whether `position` is at or past the end of the file now. Asked only after a short RWF_NOWAIT count,
+    /// which is rare except at the tail: the file's size at submit cannot be trusted, since it may have grown
+    /// (then the short count is a real miss) or shrunk since.
+    func reachesEndOfFile(_ fd: Int32, _ position: Int64) -> Bool {
+        var info = stat()
+        return system_fstat(fd, &info) == 0 && position >= Int64(info.st_size)
+    }
+
     /// A request that has made no progress for a stall timeout has its readahead issued again (pages can
     /// be evicted while waiting, or dropped by a capped call); after too many stalls the reaper reads it
     /// with a blocking pread, which also surfaces read errors such as EIO.
     func checkStall(_ request: Request, now: ContinuousClock.Instant) {
         let latency = Duration.nanoseconds(engine.observedLatency.load(ordering: .relaxed))
-        let timeout = max(engine.configuration.stallTimeout, latency * 8)
+        let timeout = max(engine.configuration.stallTimeout, min(latency, Self.latencyCeiling) * 8)
         guard now - request.lastProgress > timeout else { return }
         engine.counters.stalls.add(1)
         request.stalls += 1
+        request.stalled = true
         request.lastProgress = now
         if request.stalls > engine.configuration.maximumStalls {
             request.forceBlocking = true
@@ -185,13 +207,21 @@ struct Poller {
         engine.issueReadahead(fd: request.fd, run: request.runs[request.runIndex], device: UInt64(info.st_dev))
     }
 
-    /// The offset of the next unconfirmed page of the only pending read, when the poller should wait for it
-    /// in a pread (see ``EngineConfiguration/pollerWaitsForLoneRead``).
-    func loneReadOffset() -> Int64? {
+    /// A place the poller may wait in a pread for a lone read: the read and the offset of its next
+    /// unconfirmed page.
+    struct LoneWait: Equatable {
+        let serial: UInt64
+        let offset: Int64
+    }
+
+    /// The next unconfirmed page of the only pending read, when the poller should wait for it in a pread
+    /// (see ``EngineConfiguration/pollerWaitsForLoneRead``).
+    func loneReadWait() -> LoneWait? {
         guard engine.configuration.pollerWaitsForLoneRead, active.count == 1, direct.inFlight.isEmpty else { return nil }
         let request = active[0]
         guard request.state == .pending, request.runIndex < request.runs.count else { return nil }
-        return max(request.runs[request.runIndex].first * Int64(systemPageSize), request.offset)
+        let offset = max(request.runs[request.runIndex].first * Int64(systemPageSize), request.offset)
+        return LoneWait(serial: request.serial, offset: offset)
     }
 
     /// The longest sleep while requests are pending: a quarter of the observed device latency, so a
@@ -205,15 +235,33 @@ struct Poller {
     /// wake-up per batch.
     func deliver(_ ready: [Request], now: ContinuousClock.Instant) {
         guard !ready.isEmpty else { return }
+        recordLatency(of: ready, now: now)
+        Self.deliverGrouped(ready)
+    }
+
+    /// The most a latency sample counts for: 100 ms, about ten seeks of a spinning disk. The latency sets
+    /// the stall timeout (8x), so unbounded it let slow reads make the next stall slower still: it fed on
+    /// itself from 1 s to 10-30 s (issue 12). Capped, a stall is noticed within 800 ms whatever came
+    /// before; on a slower device a stall only issues the readahead again, and the blocking safety net
+    /// after ``EngineConfiguration/maximumStalls`` of them still returns the right bytes.
+    static let latencyCeiling: Duration = .milliseconds(100)
+
+    /// Feeds the observed latency with how long the requests whose pages arrived took. Requests that
+    /// stalled or go to the blocking safety net are left out: their time measures the stall timeout, not
+    /// the device.
+    func recordLatency(of ready: [Request], now: ContinuousClock.Instant) {
         var total: Int64 = 0
-        for request in ready {
-            let elapsed = now - request.submittedAt
+        var count: Int64 = 0
+        let ceiling = Self.latencyCeiling
+        for request in ready where !request.stalled && !request.forceBlocking {
+            let elapsed = min(now - request.submittedAt, ceiling)
             total += elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
+            count += 1
         }
-        let sample = Int(total / Int64(ready.count))
+        guard count > 0 else { return }
+        let sample = Int(total / count)
         let old = engine.observedLatency.load(ordering: .relaxed)
         engine.observedLatency.store(old - old / 8 + sample / 8, ordering: .relaxed)
-        Self.deliverGrouped(ready)
     }
 
     static func deliverGrouped(_ requests: [Request]) {

@@ -74,6 +74,8 @@ final class Request: @unchecked Sendable {
     var references: Int64 = 0
     var lastProgress: ContinuousClock.Instant
     var stalls = 0
+    /// Whether the request ever stalled: its time to completion then says nothing about the device.
+    var stalled = false
     /// Set when the bounded wait ran out: the reaper reads with a blocking pread at once.
     var forceBlocking = false
     var rearms = 0

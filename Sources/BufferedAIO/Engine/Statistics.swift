@@ -32,6 +32,10 @@ public struct Statistics: Sendable, Hashable, CustomStringConvertible {
     /// Reads a reaper with nothing ready took from the poller and waited for in pread
     /// (``EngineConfiguration/reaperWaitsInRead``).
     public var reaperWaits = 0
+    /// Times the poller waited for a lone pending read in a one-byte blocking pread
+    /// (``EngineConfiguration/pollerWaitsForLoneRead``): about one per missing page or readahead window of
+    /// such reads, never a loop.
+    public var loneReadWaits = 0
     /// Reads done through O_DIRECT and libaio.
     public var directReads = 0
     /// Direct or automatic reads that fell back to the buffered path (no O_DIRECT descriptor, refused
@@ -48,7 +52,7 @@ public struct Statistics: Sendable, Hashable, CustomStringConvertible {
         pagesResident=\(pagesFoundResident) pagesMissing=\(pagesFoundMissing) \
         readaheadBytes=\(readaheadBytes) nowaitStartedBytes=\(nowaitStartedBytes) \
         pollPasses=\(pollPasses) pollProbes=\(pollProbes) rearms=\(rearms) stalls=\(stalls) \
-        blockingReads=\(blockingReads) reaperWaits=\(reaperWaits) directReads=\(directReads) directFallbacks=\(directFallbacks)
+        blockingReads=\(blockingReads) reaperWaits=\(reaperWaits) loneReadWaits=\(loneReadWaits) directReads=\(directReads) directFallbacks=\(directFallbacks)
         """
     }
 }
@@ -70,6 +74,7 @@ final class StatisticsCounters: Sendable {
     let stalls = Atomic<Int>(0)
     let blockingReads = Atomic<Int>(0)
     let reaperWaits = Atomic<Int>(0)
+    let loneReadWaits = Atomic<Int>(0)
     let directReads = Atomic<Int>(0)
     let directFallbacks = Atomic<Int>(0)
 
@@ -89,6 +94,7 @@ final class StatisticsCounters: Sendable {
         s.stalls = stalls.load(ordering: .relaxed)
         s.blockingReads = blockingReads.load(ordering: .relaxed)
         s.reaperWaits = reaperWaits.load(ordering: .relaxed)
+        s.loneReadWaits = loneReadWaits.load(ordering: .relaxed)
         s.directReads = directReads.load(ordering: .relaxed)
         s.directFallbacks = directFallbacks.load(ordering: .relaxed)
         return s
