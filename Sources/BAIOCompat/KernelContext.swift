@@ -30,18 +30,22 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
         }
     }
 
+    /// A held read whose pages are resident, on its way to the kernel.
+    typealias Resident = (read: WatchedRead, held: Held)
+
     struct State: @unchecked Sendable {
         var held: [UInt64: Held] = [:]
         /// Resident reads the kernel refused for want of ring slots (EAGAIN): submitted again by the next
-        /// caller inside libbaio for this context, or the next poller delivery.
-        var backlog: [WatchedRead] = []
+        /// caller inside libbaio for this context, or the next poller delivery. No longer in ``held``.
+        var backlog: [Resident] = []
         var nextID: UInt64 = 1
     }
 
     /// The handle the program uses: the kernel's, moved if the program mremaps the ring.
     private let currentHandle: Atomic<UInt>
     let owner: pid_t
-    /// io_setup's `nr_events`: the engine holds at most this many reads for the context at once.
+    /// The engine holds at most this many reads for the context at once: as many as the kernel's ring has
+    /// slots for (its `nr` less one; the kernel itself gives io_setup(n) a ring of at least 2n slots).
     let maximumHeld: Int
     let state = Mutex(State())
     /// Taken around every write to a caller's iocb and every final submit, and by io_destroy, which sets it:
@@ -68,7 +72,7 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
         currentHandle = Atomic(UInt(bitPattern: handle))
         ringSize = Self.ringSize(handle)
         owner = getpid()
-        maximumHeld = Int(max(1, maximumEvents))
+        maximumHeld = max(1, ringSize - 1)
     }
 
     var handle: UInt { currentHandle.load(ordering: .acquiring) }
@@ -106,7 +110,7 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
             _ = entry.read?.cancel()
             entry.release()
         }
-        _ = backlog  // resident already: dropped with their entries
+        for entry in backlog { entry.held.release() }
         report(when: "io_destroy")
     }
 
@@ -117,7 +121,7 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
         -> UInt64?
     {
         state.withLock { s in
-            guard s.held.count < maximumHeld else { return nil }
+            guard s.held.count + s.backlog.count < maximumHeld else { return nil }
             let id = s.nextID
             s.nextID += 1
             s.held[id] = Held(iocb: iocb, submitted: iocb.pointee, vector: vector, eventFD: eventFD, read: nil)
@@ -141,7 +145,17 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
 
     /// The poller's delivery: these reads are resident, submit them to the kernel.
     func resident(_ reads: [WatchedRead]) {
-        finish(reads + takeBacklog())
+        // Out of `held` before the submit: the kernel may post the event inside io_submit, and the program
+        // may reap it and submit again before this thread goes on; the slot is the kernel's by then.
+        let entries: [Resident] = state.withLock { s in
+            var entries = s.backlog
+            s.backlog.removeAll()
+            for read in reads {
+                if let held = s.held.removeValue(forKey: read.tag) { entries.append((read, held)) }
+            }
+            return entries
+        }
+        finish(entries)
     }
 
     /// Submits the backlog, if any; called by callers inside libbaio for this context.
@@ -152,23 +166,20 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
 
     var hasBacklog: Bool { state.withLock { !$0.backlog.isEmpty } }
 
-    private func takeBacklog() -> [WatchedRead] {
+    private func takeBacklog() -> [Resident] {
         state.withLock { s in
             defer { s.backlog.removeAll() }
             return s.backlog
         }
     }
 
-    /// Final-submits resident reads in one io_submit, under the gate.
-    private func finish(_ reads: [WatchedRead]) {
-        guard !reads.isEmpty else { return }
+    /// Final-submits resident reads in one io_submit, under the gate; after io_destroy they are dropped.
+    private func finish(_ entries: [Resident]) {
+        guard !entries.isEmpty else { return }
         gate.withLock { destroyed in
-            guard !destroyed else { return }
-            var entries: [(read: WatchedRead, held: Held)] = []
-            state.withLock { s in
-                for read in reads {
-                    if let held = s.held[read.tag] { entries.append((read, held)) }
-                }
+            guard !destroyed else {
+                for entry in entries { entry.held.release() }
+                return
             }
             var start = 0
             while start < entries.count {
@@ -180,7 +191,7 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
     /// Submits a run of entries; returns how many it dealt with (at least one). io_submit stops at the
     /// first iocb it refuses and says why only when that is the first, so a partial count is followed by
     /// another call that starts at the refused one.
-    private func submitFrom(_ entries: ArraySlice<(read: WatchedRead, held: Held)>) -> Int {
+    private func submitFrom(_ entries: ArraySlice<Resident>) -> Int {
         var lent: [Lent] = []
         var list: [UnsafeMutablePointer<iocb>?] = []
         lent.reserveCapacity(entries.count)
@@ -208,7 +219,7 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
         if accepted == -Int(EAGAIN) {
             // The ring is full of events the program has not reaped: these wait for the next chance.
             counters.finalRetries.wrappingAdd(1, ordering: .relaxed)
-            state.withLock { $0.backlog.append(contentsOf: entries.map(\.read)) }
+            state.withLock { $0.backlog.append(contentsOf: entries) }
             return entries.count
         }
         // Any other refusal means the iocb is no longer what the program submitted (unmapped memory): its
@@ -220,7 +231,6 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
 
     private func completed(_ read: WatchedRead, _ held: Held) {
         if let watcher = Registry.startedWatcher { read.finished(watcher) }
-        _ = state.withLock { $0.held.removeValue(forKey: read.tag) }
         held.release()
     }
 

@@ -84,7 +84,7 @@ struct LibbaioKernelContextTests {
 
     @Test(
         "events held by the engine reach the kernel's ring, in the modes where libbaio used to differ",
-        arguments: ["eventfd-order", "raw-syscalls", "mremap", "signal", "after-submit", "partial"])
+        arguments: ["eventfd-order", "raw-syscalls", "mremap", "signal", "after-submit", "partial", "one-slot"])
     func heldReads(mode: String) throws {
         let file = try PatternFile(size: 16 << 20, name: "kernel-context")
         let runs = try KernelContextProgram.run(mode, file: file.path)

@@ -445,6 +445,39 @@ static void mode_partial(void) {
     free_reads(&r);
 }
 
+// io_setup(1), one iocb reused for read after read as soon as each event is reaped (fio at iodepth 1): the
+// event can be reaped, and the iocb submitted again, while libbaio is still returning from the final submit.
+static void mode_one_slot(void) {
+    io_context_t ctx = 0;
+    printf("io_setup(1) = %s\n", name(io_setup(1, &ctx)));
+    evict(data_fd);
+    char *buffer = calloc(1, 4096);
+    struct iocb iocb, *list[1] = {&iocb};
+    int submitted = 0, right = 0;
+    uint64_t seed = 7;
+    for (int i = 0; i < 200; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        off_t offset = (off_t)((seed >> 33) % (uint64_t)(data_size / 4096)) * 4096;
+        io_prep_pread(&iocb, data_fd, buffer, 4096, offset);
+        int rc = io_submit(ctx, 1, list);
+        if (rc != 1) {
+            printf("read %d: io_submit = %s\n", i, name(rc));
+            break;
+        }
+        submitted++;
+        struct io_event event;
+        struct timespec wait = {10, 0};
+        if (io_getevents(ctx, 1, 1, &event, &wait) != 1) {
+            printf("read %d: no event\n", i);
+            break;
+        }
+        right += event.obj == &iocb && matches(data_fd, buffer, (long)event.res, offset, 4096);
+    }
+    printf("one slot: %d submitted, %d right\n", submitted, right);
+    io_destroy(ctx);
+    free(buffer);
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s MODE DATA_FILE SCRATCH_DIR [COUNT]\n", argv[0]);
@@ -472,6 +505,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "eof")) mode_eof();
     else if (!strcmp(mode, "after-submit")) mode_after_submit();
     else if (!strcmp(mode, "partial")) mode_partial();
+    else if (!strcmp(mode, "one-slot")) mode_one_slot();
     else {
         fprintf(stderr, "unknown mode %s\n", mode);
         return 2;
