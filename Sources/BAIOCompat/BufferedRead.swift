@@ -15,8 +15,14 @@ let maximumSegments = 1024
 /// The kernel's MAX_RW_COUNT: longer reads are clamped.
 let maximumReadCount = 0x7fff_f000
 /// The RWF_NOWAIT probe at submit copies at most this much: a larger cached read is confirmed by the
-/// engine's residency check instead of a copy of all of it.
-let probeLimit = 256 << 10
+/// engine's residency check instead of a copy of all of it. `BAIO_PROBE_LIMIT=0` turns the probe off, so
+/// every buffered read goes through the engine, which then finds its missing pages itself: a diagnostic
+/// setting, and the tests' way to be sure reads of an evicted file are held (a RWF_NOWAIT miss starts the
+/// read, and with the host caching the disk it often ends inside the probe).
+let probeLimit: Int = {
+    guard let text = getenv("BAIO_PROBE_LIMIT"), let value = Int(String(cString: text)) else { return 256 << 10 }
+    return min(max(value, 0), 1 << 20)
+}()
 
 /// NULL, `(void *)-1` and kernel addresses: what the kernel's access_ok refuses with EFAULT. An unmapped
 /// user address cannot be told apart without touching it (docs/libaio-dropin.md).
@@ -137,6 +143,7 @@ struct BufferedRead {
     /// submit; for a cached 4 KiB read that second copy costs well under a microsecond.
     func probe() -> Probe {
         let want = min(length, probeLimit)
+        guard want > 0 else { return .missing(firstCopy: 0) }
         let copied: Int
         if let buffer {
             copied = cbaio_preadv2(descriptor, buffer, want, offset, cbaio_RWF_NOWAIT)

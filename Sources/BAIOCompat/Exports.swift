@@ -112,10 +112,20 @@ public func baio_io_queue_run(_ handle: io_context_t?) -> Int32 {
     }
 }
 
-/// Called by libbaio's mremap (CBAIOCompat/mremap.c) after a mapping moved: if it was a context's ring,
-/// the context's handle is now the new address, as the kernel's is.
+/// Called by libbaio's mremap (CBAIOCompat/mremap.c) before the move: a final submit into this ring that
+/// fails meanwhile waits for the move to end and tries the new address.
+@_cdecl("baio_ring_moving")
+public func baio_ring_moving(_ old: UnsafeMutableRawPointer?) {
+    Registry.lookup(OpaquePointer(old))?.moving.wrappingAdd(1, ordering: .sequentiallyConsistent)
+}
+
+/// Called by libbaio's mremap after the call: if the mapping was a context's ring and it moved, the
+/// context's handle is now the new address, as the kernel's is.
 @_cdecl("baio_ring_moved")
 public func baio_ring_moved(_ old: UnsafeMutableRawPointer?, _ new: UnsafeMutableRawPointer?) {
-    guard let old, let new else { return }
-    Registry.moved(from: UInt(bitPattern: old), to: UInt(bitPattern: new))
+    guard let old, let context = Registry.lookup(OpaquePointer(old)) else { return }
+    if let new, new != UnsafeMutableRawPointer(bitPattern: -1) {
+        Registry.moved(from: UInt(bitPattern: old), to: UInt(bitPattern: new))
+    }
+    context.moving.wrappingSubtract(1, ordering: .sequentiallyConsistent)
 }

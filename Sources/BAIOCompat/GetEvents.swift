@@ -17,6 +17,14 @@ extension KernelContext {
         Int(UnsafeRawPointer(handle).load(fromByteOffset: Ring.nr, as: UInt32.self))
     }
 
+    /// Events in the ring the program has not taken yet.
+    var unreapedEvents: Int {
+        let ring = UnsafeMutableRawPointer(kernelHandle)
+        let head = Int(cbaio_load_acquire_u32((ring + Ring.head).assumingMemoryBound(to: UInt32.self)))
+        let tail = Int(cbaio_load_acquire_u32((ring + Ring.tail).assumingMemoryBound(to: UInt32.self)))
+        return ((tail - head) % ringSize + ringSize) % ringSize
+    }
+
     private var ringIsEmpty: Bool {
         let ring = UnsafeMutableRawPointer(kernelHandle)
         let head = cbaio_load_acquire_u32((ring + Ring.head).assumingMemoryBound(to: UInt32.self))

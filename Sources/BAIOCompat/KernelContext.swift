@@ -39,6 +39,9 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
         /// caller inside libbaio for this context, or the next poller delivery. No longer in ``held``.
         var backlog: [Resident] = []
         var nextID: UInt64 = 1
+        /// How many iocbs the kernel's ring takes: its `nr` less one at first, then what the kernel was
+        /// seen to take when it last refused one for want of slots (its per-CPU slot caches keep a few).
+        var slots: Int
     }
 
     /// The handle the program uses: the kernel's, moved if the program mremaps the ring.
@@ -47,7 +50,7 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
     /// The engine holds at most this many reads for the context at once: as many as the kernel's ring has
     /// slots for (its `nr` less one; the kernel itself gives io_setup(n) a ring of at least 2n slots).
     let maximumHeld: Int
-    let state = Mutex(State())
+    let state: Mutex<State>
     /// Taken around every write to a caller's iocb and every final submit, and by io_destroy, which sets it:
     /// once io_destroy has it, nothing is submitted into the context or written to a caller's iocb again.
     let gate = Mutex<Bool>(false)
@@ -56,6 +59,7 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
 
     final class Counters: Sendable {
         let engineReads = Atomic<Int>(0)
+        let probeMissed = Atomic<Int>(0)
         let cachedReads = Atomic<Int>(0)
         let kernelIocbs = Atomic<Int>(0)
         let finalSubmits = Atomic<Int>(0)
@@ -73,12 +77,16 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
         ringSize = Self.ringSize(handle)
         owner = getpid()
         maximumHeld = max(1, ringSize - 1)
+        state = Mutex(State(slots: maximumHeld))
     }
 
     var handle: UInt { currentHandle.load(ordering: .acquiring) }
     var kernelHandle: io_context_t { OpaquePointer(bitPattern: handle)! }
 
     func moveHandle(to new: UInt) { currentHandle.store(new, ordering: .releasing) }
+
+    /// mremap calls in progress on this context's ring (libbaio's mremap counts them).
+    let moving = Atomic<Int>(0)
 
     /// The sink the engine reports this context's reads to, made with the engine.
     func sink(_ watcher: ResidencyWatcher) -> ResidencySink {
@@ -116,12 +124,22 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
 
     // MARK: - Hold
 
+    /// The kernel refused an iocb for want of ring slots with this many events waiting in the ring: a held
+    /// read must not count on more.
+    func kernelWasFull() {
+        let waiting = unreapedEvents
+        state.withLock { $0.slots = max(1, min(maximumHeld, waiting)) }
+    }
+
     /// Registers a read before the engine can report it, so a delivery always finds its entry.
     func hold(_ iocb: UnsafeMutablePointer<iocb>, vector: UnsafeMutableBufferPointer<iovec>?, eventFD: Int32)
         -> UInt64?
     {
         state.withLock { s in
-            guard s.held.count + s.backlog.count < maximumHeld else { return nil }
+            // The kernel reserves a ring slot per iocb at submit and refuses one when the ring is full; a held
+            // read takes its slot only at the final submit, so it is refused here when the events waiting in
+            // the ring and the reads already held would fill it.
+            guard s.held.count + s.backlog.count + unreapedEvents < s.slots else { return nil }
             let id = s.nextID
             s.nextID += 1
             s.held[id] = Held(iocb: iocb, submitted: iocb.pointee, vector: vector, eventFD: eventFD, read: nil)
@@ -204,10 +222,14 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
         var accepted = list.withUnsafeMutableBufferPointer {
             cbaio_sys_io_submit(OpaquePointer(bitPattern: target), $0.count, $0.baseAddress)
         }
-        if accepted == -Int(EINVAL) && handle != target {
-            // The ring moved (mremap) between reading the handle and the submit: once more at its new address.
-            accepted = list.withUnsafeMutableBufferPointer {
-                cbaio_sys_io_submit(kernelHandle, $0.count, $0.baseAddress)
+        if accepted == -Int(EINVAL) {
+            // The ring moved (mremap) between reading the handle and the submit: the kernel no longer knows the
+            // old address. Once the move is over, once more at the new one.
+            while moving.load(ordering: .sequentiallyConsistent) > 0 { sched_yield() }
+            if handle != target {
+                accepted = list.withUnsafeMutableBufferPointer {
+                    cbaio_sys_io_submit(kernelHandle, $0.count, $0.baseAddress)
+                }
             }
         }
         for (entry, lent) in zip(entries, lent) { restore(entry.held, lent) }
@@ -315,6 +337,7 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
         StatisticsReport.write(
             "libbaio: pid \(owner) context 0x\(String(handle, radix: 16)) at \(moment): "
                 + "engineReads=\(c.engineReads.load(ordering: .relaxed)) "
+                + "probeMissed=\(c.probeMissed.load(ordering: .relaxed)) "
                 + "cachedReads=\(c.cachedReads.load(ordering: .relaxed)) "
                 + "kernelIocbs=\(c.kernelIocbs.load(ordering: .relaxed)) "
                 + "finalSubmits=\(c.finalSubmits.load(ordering: .relaxed)) "

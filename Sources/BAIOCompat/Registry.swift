@@ -12,8 +12,14 @@ import Synchronization
 /// poller thread does not exist in the child, and the parent's locks may have been held by another of its
 /// threads at the instant of the fork (measured before: 1-3 of 100 forks under a busy reader trapped).
 enum Registry {
+    /// The contexts in 256 small dictionaries by page number of the handle. One big dictionary would grow
+    /// by doubling into allocations of megabytes, which glibc serves with mmap; a program that makes as many
+    /// contexts as fs.aio-max-nr allows (libaio's harness case 20: 65,536) has used up vm.max_map_count with
+    /// their rings by then, the mmap fails and Swift traps. Small tables grow on the heap.
     private final class Table: Sendable {
-        let contexts = Mutex<[UInt: KernelContext]>([:])
+        let shards = Mutex<[[UInt: KernelContext]]>(Array(repeating: [:], count: 256))
+
+        static func shard(_ key: UInt) -> Int { Int((key >> 12) & 255) }
         /// Made on first use; a failed start (no thread could be made) is retried by the next read.
         let watcher = Mutex<ResidencyWatcher?>(nil)
 
@@ -32,7 +38,8 @@ enum Registry {
 
     static func lookup(_ handle: io_context_t?) -> KernelContext? {
         guard let handle else { return nil }
-        return table.contexts.withLock { $0[UInt(bitPattern: handle)] }
+        let key = UInt(bitPattern: handle)
+        return table.shards.withLock { $0[Table.shard(key)][key] }
     }
 
     static func insert(_ context: KernelContext) {
@@ -42,7 +49,8 @@ enum Registry {
                 Registry.current.store(Table.retainedAddress(), ordering: .releasing)
             }
         }
-        table.contexts.withLock { $0[context.handle] = context }
+        let key = context.handle
+        table.shards.withLock { $0[Table.shard(key)][key] = context }
         if StatisticsReport.destination != nil, !exitReportRegistered.exchange(true, ordering: .relaxed) {
             atexit { Registry.reportAtExit() }
         }
@@ -50,16 +58,17 @@ enum Registry {
 
     /// Removes the context `handle` names; false if another thread removed it first.
     static func remove(_ handle: io_context_t?) -> Bool {
-        table.contexts.withLock { $0.removeValue(forKey: UInt(bitPattern: handle)) } != nil
+        let key = UInt(bitPattern: handle)
+        return table.shards.withLock { $0[Table.shard(key)].removeValue(forKey: key) } != nil
     }
 
-    static var isEmpty: Bool { table.contexts.withLock { $0.isEmpty } }
+    static var isEmpty: Bool { table.shards.withLock { $0.allSatisfy(\.isEmpty) } }
 
     /// Re-keys a context whose ring the program moved with mremap.
     static func moved(from old: UInt, to new: UInt) {
-        let context: KernelContext? = table.contexts.withLock { contexts in
-            guard let context = contexts.removeValue(forKey: old) else { return nil }
-            contexts[new] = context
+        let context: KernelContext? = table.shards.withLock { shards in
+            guard let context = shards[Table.shard(old)].removeValue(forKey: old) else { return nil }
+            shards[Table.shard(new)][new] = context
             return context
         }
         context?.moveHandle(to: new)
@@ -82,7 +91,7 @@ enum Registry {
     static var startedWatcher: ResidencyWatcher? { table.watcher.withLock { $0 } }
 
     private static func reportAtExit() {
-        let live = table.contexts.withLock { Array($0.values) }
+        let live = table.shards.withLock { $0.flatMap(\.values) }
         for context in live where context.owner == getpid() { context.report(when: "exit") }
         StatisticsReport.reportEngine(when: "exit")
     }

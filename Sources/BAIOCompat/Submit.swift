@@ -34,6 +34,7 @@ extension KernelContext {
                 counters.cachedReads.wrappingAdd(1, ordering: .relaxed)
                 batch.add(index, checked: true)
             case .missing(let firstCopy):
+                counters.probeMissed.wrappingAdd(1, ordering: .relaxed)
                 if let stop = batch.flush() { return stop }
                 switch holdInEngine(iocb, read, firstCopy: firstCopy) {
                 case .held:
@@ -141,6 +142,11 @@ struct KernelBatch {
             context.counters.kernelIocbs.wrappingAdd(accepted, ordering: .relaxed)
         }
         if accepted == count { return nil }
+        // A partial count says the kernel refused the next iocb without saying why; with the ring this full
+        // the reason is its slots.
+        if accepted == -Int(EAGAIN) || (accepted >= 0 && context.unreapedEvents >= context.maximumHeld * 3 / 4) {
+            context.kernelWasFull()
+        }
         return accepted < 0 ? result(Int32(-accepted)) : Int32(done)
     }
 

@@ -19,7 +19,8 @@ void *mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...
         new_address = va_arg(arguments, void *);
         va_end(arguments);
     }
+    baio_ring_moving(old_address);
     void *moved = (void *)syscall(SYS_mremap, old_address, old_size, new_size, flags, new_address);
-    if (moved != MAP_FAILED && moved != old_address) baio_ring_moved(old_address, moved);
+    baio_ring_moved(old_address, moved == old_address ? MAP_FAILED : moved);
     return moved;
 }

@@ -40,7 +40,10 @@ enum KernelContextProgram {
         let drop = user.map { "/usr/bin/setpriv --reuid=\($0) --regid=\($0) --clear-groups " } ?? ""
         let command = "\(drop)timeout 120 '\(program)' \(mode) '\(file)' '\(directory)' \(extra)"
         let plain = try Libbaio.run(command, in: directory)
-        let preloaded = try Libbaio.run("LD_PRELOAD='\(library)' BAIO_STATS='\(stats)' \(command)", in: directory)
+        // BAIO_PROBE_LIMIT=0: no RWF_NOWAIT probe at submit, so every read of the evicted file is held by the
+        // engine (a probe's miss starts the read, and on this VM it often ends inside the probe).
+        let preloaded = try Libbaio.run(
+            "LD_PRELOAD='\(library)' BAIO_STATS='\(stats)' BAIO_PROBE_LIMIT=0 \(command)", in: directory)
         #expect(plain.status == 0, "\(mode) against libaio failed: \(plain.stderr)")
         #expect(preloaded.status == 0, "\(mode) with libbaio failed: \(preloaded.stderr)")
         #expect(preloaded.stderr.isEmpty, "libbaio printed: \(preloaded.stderr)")
@@ -124,7 +127,8 @@ struct LibbaioKernelContextTests {
         expectSame(runs, "eof")
         engineHeldReads(runs, "eof")
         let engine = KernelContextProgram.engine(runs.report)
-        #expect(engine["stalls"] == 0, "\(runs.report)")
-        #expect(engine["blockingReads"] == 0, "\(runs.report)")
+        // No engine line: the engine never had to start, so nothing stalled either.
+        #expect(engine["stalls", default: 0] == 0, "\(runs.report)")
+        #expect(engine["blockingReads", default: 0] == 0, "\(runs.report)")
     }
 }

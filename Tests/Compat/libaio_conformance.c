@@ -367,6 +367,10 @@ static void section_capacity(void) {
         io_prep_pread(&iocbs[i], data_fd, buffer, sizeof buffer, 0);
         list[i] = &iocbs[i];
     }
+    // Cached, so that every iocb reaches the kernel from this thread. The kernel keeps free ring slots in
+    // per-CPU caches: with libbaio, a read held and submitted later from its poller thread, on the other
+    // CPU, can move the exact point where the ring is full by a few slots.
+    if (pread(data_fd, buffer, sizeof buffer, 0) < 0) printf("capacity: pread failed\n");
     int submitted = io_submit(small, COUNT, list);
     printf("capacity: io_submit(300) is a partial count: %s\n", submitted > 0 && submitted < COUNT ? "yes" : "no");
     printf("capacity: io_submit(1) while full = %s\n", name(io_submit(small, 1, list)));

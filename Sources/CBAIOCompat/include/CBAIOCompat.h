@@ -2,8 +2,10 @@
 #ifndef CBAIOCOMPAT_H
 #define CBAIOCOMPAT_H
 
-// Called by libbaio's mremap after a mapping moved; implemented in Swift (Exports.swift), which re-keys a
-// context whose ring it was.
+// Called by libbaio's mremap around every call; implemented in Swift (Exports.swift). Before: a context
+// whose ring is at `old_address` holds back its final submits' retries. After: `new_address` is where the
+// mapping went (MAP_FAILED if it did not move), and such a context is re-keyed to it.
+void baio_ring_moving(void *old_address);
 void baio_ring_moved(void *old_address, void *new_address);
 
 #endif
