@@ -91,8 +91,12 @@ enum Registry {
     static var startedWatcher: ResidencyWatcher? { table.watcher.withLock { $0 } }
 
     private static func reportAtExit() {
-        let live = table.shards.withLock { $0.flatMap(\.values) }
-        for context in live where context.owner == getpid() { context.report(when: "exit") }
+        // One shard at a time: a list of every context would be one large allocation, and a program that
+        // made as many contexts as the kernel allows has no mappings left for it (Swift traps then).
+        for shard in 0..<256 {
+            let live = table.shards.withLock { Array($0[shard].values) }
+            for context in live where context.owner == getpid() { context.report(when: "exit") }
+        }
         StatisticsReport.reportEngine(when: "exit")
     }
 }
