@@ -30,6 +30,9 @@ struct DDFailure: Error {
     }
 }
 
+/// The kernel's MAX_RW_COUNT: the most one read(2) returns (`bs=3G` reads are short, as with GNU dd).
+let ddMaximumRead: Int64 = 0x7fff_f000
+
 /// dd's counters, as the summary prints them: records in are counted by the copy, the rest by the output.
 struct DDCounts {
     var readFull = 0
@@ -569,11 +572,15 @@ struct DDCopier {
         let swabByte = o.conversions.contains(.swab) ? 1 : 0
         guard canAllocate(o.inputBlockSize + swabByte) else { throw .memoryExhausted("input", size: o.inputBlockSize) }
         try output.allocate()
+        // One read(2) returns at most MAX_RW_COUNT: GNU's bs=3G reads (and counts, as partial records)
+        // 2 GiB - 4 KiB at a time, so the reader's reads are never longer either. With fullblock GNU
+        // gathers whole blocks: the bytes are the same, but baio counts each read as a record then.
+        let readSize = o.inputFlags.contains(.fullblock) ? ibs : min(ibs, ddMaximumRead)
         var end = size
         if o.maxRecords < Int.max {
-            let (blocks, overflow) = Int64(o.maxRecords).multipliedReportingOverflow(by: ibs)
+            let (blocks, overflow) = Int64(o.maxRecords).multipliedReportingOverflow(by: readSize)
             if !overflow {
-                let (limit, overflow2) = start.addingReportingOverflow(blocks + Int64(o.maxBytes))
+                let (limit, overflow2) = start.addingReportingOverflow(blocks + min(Int64(o.maxBytes), readSize))
                 if !overflow2 { end = min(end, limit) }
             }
         }
@@ -590,7 +597,7 @@ struct DDCopier {
         // About 1 MiB per read, in whole input blocks.
         let blocks = max(1, (1 << 20) / o.inputBlockSize)
         let (product, overflow) = blocks.multipliedReportingOverflow(by: o.inputBlockSize)
-        let chunk = overflow ? o.inputBlockSize : product
+        let chunk = Int(min(Int64(overflow ? o.inputBlockSize : product), ddMaximumRead))
         let mode: ReadMode = o.inputFlags.contains(.direct) ? .direct : .buffered
         let context: IOContext
         do {

@@ -104,4 +104,28 @@ struct DDLimitTests {
         #expect(ours.stderr == translated, "baio:\n\(ours.stderr)\nGNU:\n\(theirs.stderr)")
         #expect(ours.output == theirs.output, "the output files differ")
     }
+
+    @Test("bs=3G reads at most MAX_RW_COUNT per read, as read(2) does: every byte, GNU's partial records")
+    func blocksBeyondMaximumRead() throws {
+        let baio = try #require(Baio.path)
+        try #require(Scratch.available, Scratch.skipReason)
+        // Sparse: 2 GiB + 5000 bytes of hole cost no disk, and read as zeros. Before the fix baio dd read
+        // one 2 GiB - 4 KiB record, took the short count for the end of the file and stopped (exit 0).
+        let path = "\(try Scratch.location.get())/baio-dd-3g-\(getpid())"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        try #require(fd >= 0)
+        try #require(ftruncate(fd, off_t((2 << 30) + 5000)) == 0)
+        close(fd)
+        defer { unlink(path) }
+        func run(_ tool: String) throws -> (status: Int32, stderr: String) {
+            let result = try Baio.run(executable: "/bin/sh", ["-c", "\(tool) if=\(quoted(path)) of=/dev/null bs=3G"],
+                                      environment: ["LC_ALL": "C", "PATH": "/usr/bin:/bin"])
+            return (result.status, result.stderr.replacing(/, [0-9.e+-]+ s, [^\n]*/, with: ""))
+        }
+        let ours = try run("\(quoted(baio)) dd")
+        let theirs = try run("dd")
+        #expect(ours.status == 0 && theirs.status == 0)
+        #expect(ours.stderr == "0+2 records in\n0+2 records out\n2147488648 bytes (2.1 GB, 2.0 GiB) copied\n")
+        #expect(ours.stderr == theirs.stderr, "baio:\n\(ours.stderr)\nGNU:\n\(theirs.stderr)")
+    }
 }
