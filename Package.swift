@@ -57,7 +57,9 @@ let package = Package(
         // End-to-end tests of the built `baio` binary against coreutils.
         .testTarget(
             name: "BAIOCommandTests",
-            dependencies: ["BufferedAIO", "TestSupport"]
+            dependencies: [
+                "BufferedAIO", "TestSupport", .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]
