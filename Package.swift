@@ -13,6 +13,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        // Property-based tests (Tests/BufferedAIOTests/PropertyTests.swift): generators with shrinking.
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         // The only C in the package: what Swift cannot see of libaio, preadv2, cachestat and statx, and a
@@ -49,12 +51,17 @@ let package = Package(
         ),
         .testTarget(
             name: "BufferedAIOTests",
-            dependencies: ["BufferedAIO", "CBufferedAIO", "TestSupport"]
+            dependencies: [
+                "BufferedAIO", "CBufferedAIO", "TestSupport",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
         ),
         // End-to-end tests of the built `baio` binary against coreutils.
         .testTarget(
             name: "BAIOCommandTests",
-            dependencies: ["BufferedAIO", "TestSupport"]
+            dependencies: [
+                "BufferedAIO", "TestSupport", .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -15,9 +15,23 @@ let oDirect: Int32 = 0o200000
 /// A failure after operands were accepted: GNU's message (without the `baio: ` prefix).
 struct DDFailure: Error {
     let message: String
+    /// GNU's `die` (memory exhausted) exits without the summary that its `quit` (every other failure) prints.
+    var printsSummary = true
     init(_ message: String) { self.message = message }
     init(_ what: String, errno code: Int32) { message = "\(what): \(String(cString: strerror(code)))" }
+
+    /// GNU's `alloc_ibuf`/`alloc_obuf` failure: "memory exhausted by input buffer of size 1099511627776
+    /// bytes (1.0 TiB)", no summary.
+    static func memoryExhausted(_ which: String, size: Int) -> DDFailure {
+        var failure = DDFailure(
+            "memory exhausted by \(which) buffer of size \(size) bytes (\(humanReadable(UInt64(size), base: 1024)))")
+        failure.printsSummary = false
+        return failure
+    }
 }
+
+/// The kernel's MAX_RW_COUNT: the most one read(2) returns (`bs=3G` reads are short, as with GNU dd).
+let ddMaximumRead: Int64 = 0x7fff_f000
 
 /// dd's counters, as the summary prints them: records in are counted by the copy, the rest by the output.
 struct DDCounts {
@@ -29,10 +43,19 @@ struct DDCounts {
 }
 
 /// Allocates `count` bytes aligned for oDirect, or nil (GNU reports "memory exhausted" instead of dying).
-private func allocateAligned(_ count: Int) -> UnsafeMutableRawBufferPointer? {
+/// Free it with `free` (``UnsafeMutableRawBufferPointer/deallocate()`` does).
+func allocateAligned(_ count: Int) -> UnsafeMutableRawBufferPointer? {
     var pointer: UnsafeMutableRawPointer?
-    guard posix_memalign(&pointer, 4096, max(count, 1)) == 0, let pointer else { return nil }
+    guard count >= 0, posix_memalign(&pointer, 4096, max(count, 1)) == 0, let pointer else { return nil }
     return UnsafeMutableRawBufferPointer(start: pointer, count: count)
+}
+
+/// Whether `count` bytes could be allocated now, asked as GNU dd's `alignalloc` asks (and then given back):
+/// the engine's reader allocates only what the file holds, but `bs=1T` must still fail as GNU's does.
+func canAllocate(_ count: Int) -> Bool {
+    guard let buffer = allocateAligned(count) else { return false }
+    buffer.deallocate()
+    return true
 }
 
 // MARK: - Input
@@ -58,9 +81,7 @@ final class DDPlainInput {
         self.direct = direct
         self.warnPartialRead = warnPartialRead
         self.quiet = quiet
-        guard let buffer = allocateAligned(blockSize) else {
-            throw DDFailure("memory exhausted by input buffer of size \(blockSize) bytes")
-        }
+        guard let buffer = allocateAligned(blockSize) else { throw .memoryExhausted("input", size: blockSize) }
         self.buffer = buffer
     }
 
@@ -119,22 +140,26 @@ final class DDOutput {
     /// The staging block for re-blocking (GNU's obuf) and how much of it is filled (GNU's oc).
     private var staging: UnsafeMutableRawBufferPointer?
     private var filled = 0
+    let reblocks: Bool
 
-    init(fd: Int32, name: String, blockSize: Int, reblocks: Bool, sparse: Bool, direct: Bool) throws(DDFailure) {
+    init(fd: Int32, name: String, blockSize: Int, reblocks: Bool, sparse: Bool, direct: Bool) {
         self.fd = fd
         self.name = name
         self.blockSize = blockSize
         self.sparse = sparse
         self.direct = direct
-        if reblocks {
-            guard let buffer = allocateAligned(blockSize) else {
-                throw DDFailure("memory exhausted by output buffer of size \(blockSize) bytes")
-            }
-            staging = buffer
-        }
+        self.reblocks = reblocks
     }
 
     deinit { staging?.deallocate() }
+
+    /// Allocates the staging block when re-blocking, where GNU's `alloc_obuf` does: after skip= and seek=,
+    /// before the first read.
+    func allocate() throws(DDFailure) {
+        guard reblocks && staging == nil else { return }
+        guard let buffer = allocateAligned(blockSize) else { throw .memoryExhausted("output", size: blockSize) }
+        staging = buffer
+    }
 
     /// GNU's `iwrite`: writes all of `size` bytes unless an error stops it; returns the bytes written.
     /// A sparse all-zero buffer becomes a seek.
@@ -211,6 +236,7 @@ final class DDOutput {
     /// Re-blocking mode: appends input bytes, writing each full obs block. Whole blocks go straight from
     /// the input's buffer when nothing is staged (GNU copies them through obuf; the bytes are the same).
     func append(_ chunk: UnsafeRawBufferPointer) throws(DDFailure) {
+        try allocate()
         guard staging != nil else { return }
         var source = chunk.baseAddress!
         var left = chunk.count
@@ -310,14 +336,17 @@ final class DDRecordConversion {
     deinit { scratch?.deallocate() }
 
     /// Returns the bytes to write; valid until the next call.
-    func convert(_ records: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+    func convert(_ records: UnsafeRawBufferPointer) throws(DDFailure) -> UnsafeRawBufferPointer {
         let short = records.count % recordSize
         let padding = pad && short != 0 ? recordSize - short : 0
         guard swab || padding > 0 else { return records }
         let length = (saved == nil ? 0 : 1) + records.count + padding
         if (scratch?.count ?? 0) < length {
             scratch?.deallocate()
-            scratch = .allocate(byteCount: length, alignment: 4096)
+            // conv=sync pads to ibs, which the file's size does not bound (ibs=16G on a small file): GNU's
+            // input buffer holds it, and runs out of memory the same way.
+            scratch = allocateAligned(length)
+            guard scratch != nil else { throw .memoryExhausted("input", size: recordSize) }
         }
         let buffer = scratch!.baseAddress!
         var count = 0
@@ -388,6 +417,8 @@ struct DDCopier {
     private var startTime: UInt64 = 0
     private var nextProgress: UInt64 = 0
     private var progressLength = 0
+    /// conv=notrunc was not given and truncating at seek= failed: reported, and the exit status is 1.
+    private var truncateFailed = false
 
     init(_ operands: DDOperands) { self.operands = operands }
 
@@ -402,6 +433,7 @@ struct DDCopier {
         } catch {
             // A write or read cut short by ^C is not an error to report: the summary says where it stopped.
             if !Interrupt.requested { DDUsageError.warn(error.message) }
+            if !error.printsSummary { return 1 }
             status = 1
         }
         if Interrupt.requested {
@@ -409,7 +441,7 @@ struct DDCopier {
             Interrupt.dieOfSignal()
         }
         printStatistics()
-        return status
+        return truncateFailed ? 1 : status
     }
 
     private mutating func copy() throws(DDFailure) {
@@ -432,7 +464,7 @@ struct DDCopier {
 
         let outputFD = try openOutput()
         defer { if o.output != nil { Glibc.close(outputFD) } }
-        let output = try DDOutput(
+        let output = DDOutput(
             fd: outputFD, name: outputName, blockSize: o.outputBlockSize, reblocks: o.reblocks,
             sparse: o.conversions.contains(.sparse), direct: o.outputFlags.contains(.direct))
 
@@ -450,7 +482,7 @@ struct DDCopier {
 
     /// GNU's `open` of of=: read-write when seeking (so a later version may read what it skips), created
     /// 0666 & ~umask, truncated at the seek point unless conv=notrunc.
-    private func openOutput() throws(DDFailure) -> Int32 {
+    private mutating func openOutput() throws(DDFailure) -> Int32 {
         let o = operands
         guard let path = o.output else {
             if o.outputFlags.contains(.direct) { _ = fcntl(1, F_SETFL, fcntl(1, F_GETFL) | oDirect) }
@@ -463,26 +495,27 @@ struct DDCopier {
         if !o.conversions.contains(.nocreat) { flags |= O_CREAT }
         if o.conversions.contains(.excl) { flags |= O_EXCL }
         if o.seekRecords == 0 && !o.conversions.contains(.notrunc) { flags |= O_TRUNC }
+        // Before the open, as GNU checks it: an impossible length creates no file.
+        let (size, overflow) = o.seekRecords.multipliedReportingOverflow(by: o.outputBlockSize)
+        if !o.conversions.contains(.notrunc) && (overflow || size.addingReportingOverflow(o.seekBytes).overflow) {
+            throw DDFailure(
+                "offset too large: cannot truncate to a length of seek=\(o.seekRecords) (\(o.outputBlockSize)-byte) blocks")
+        }
         var fd: Int32 = -1
         if o.seekRecords > 0 { fd = open(path, flags | O_RDWR, 0o666) }
         if fd < 0 { fd = open(path, flags | O_WRONLY, 0o666) }
         guard fd >= 0 else { throw DDFailure("failed to open \(quote(path))", errno: errno) }
         if o.seekRecords > 0 && !o.conversions.contains(.notrunc) {
-            let (size, overflow) = o.seekRecords.multipliedReportingOverflow(by: o.outputBlockSize)
-            guard !overflow, !size.addingReportingOverflow(o.seekBytes).overflow else {
-                Glibc.close(fd)
-                throw DDFailure(
-                    "offset too large: cannot truncate to a length of seek=\(o.seekRecords) "
-                        + "(\(o.outputBlockSize)-byte) blocks")
-            }
             var info = stat()
             if ftruncate(fd, off_t(size + o.seekBytes)) != 0 {
                 let code = errno
-                // Only regular files, directories and shared memory define ftruncate (GNU's rule).
+                // Only regular files, directories and shared memory define ftruncate (GNU's rule). GNU goes
+                // on (to fail at the seek, past ext4's size limit) and exits 1 at the end.
                 if fstat(fd, &info) == 0 && info.st_mode & S_IFMT == S_IFREG {
-                    Glibc.close(fd)
-                    throw DDFailure(
-                        "failed to truncate to \(size + o.seekBytes) bytes in output file \(quote(path))", errno: code)
+                    DDUsageError.warn(
+                        DDFailure("failed to truncate to \(size + o.seekBytes) bytes in output file \(quote(path))",
+                                  errno: code).message)
+                    truncateFailed = true
                 }
             }
         }
@@ -503,24 +536,29 @@ struct DDCopier {
 
     private var interrupted: Bool { Interrupt.requested }
 
+    /// skip= on a regular input: GNU's `skip` lseeks the input, so an offset the filesystem refuses (past
+    /// ext4's 16 TiB limit: EINVAL) or that off_t cannot hold (EOVERFLOW) is "cannot skip", exit status 1
+    /// with the summary; an offset past the end of the file is only a warning. Returns where reading starts.
+    private func skipRegular(_ fd: Int32, size: Int64) throws(DDFailure) -> Int64 {
+        let o = operands
+        guard o.skipRecords > 0 || o.skipBytes > 0 else { return 0 }
+        let (bytes, overflow) = Int64(o.skipRecords).multipliedReportingOverflow(by: Int64(o.inputBlockSize))
+        let (offset, overflow2) = bytes.addingReportingOverflow(Int64(o.skipBytes))
+        guard !overflow && !overflow2 && lseek(fd, off_t(offset), SEEK_CUR) >= 0 else {
+            let code = overflow || overflow2 ? EOVERFLOW : errno
+            throw DDFailure("\(quoteIfNeeded(inputName)): cannot skip", errno: code)
+        }
+        guard size > 0 && offset > size else { return offset }
+        if o.status != .none { DDUsageError.warn("\(quoteIfNeeded(inputName)): cannot skip to specified offset") }
+        return size
+    }
+
     /// A regular input file: skip by offset, then the byte range through the engine. Reads are short only
     /// at end of file, so records follow from the offsets: whole ibs blocks, the last one partial.
     private mutating func copyRegular(_ fd: Int32, size: Int64, _ output: DDOutput) throws(DDFailure) {
         let o = operands
         let ibs = Int64(o.inputBlockSize)
-        var start: Int64 = 0
-        if o.skipRecords > 0 || o.skipBytes > 0 {
-            let (bytes, overflow) = Int64(o.skipRecords).multipliedReportingOverflow(by: ibs)
-            let offset = overflow ? Int64.max : bytes.addingReportingOverflow(Int64(o.skipBytes)).partialValue
-            if size > 0 && offset > size || offset < 0 {
-                if o.status != .none {
-                    DDUsageError.warn("\(quoteIfNeeded(inputName)): cannot skip to specified offset")
-                }
-                start = size
-            } else {
-                start = offset
-            }
-        }
+        let start = try skipRegular(fd, size: size)
         try seekOutput(output)
         var dropper = o.inputFlags.contains(.nocache) ? DDCacheDropper(fd: fd, from: start) : nil
         if o.maxRecords == 0 && o.maxBytes == 0 {
@@ -529,11 +567,20 @@ struct DDCopier {
             dropper?.finish(at: start, endOfFile: true)
             return
         }
+        // GNU allocates its input buffer (ibs, one more byte for swab) here, and dies if it cannot; the
+        // reader below allocates only what the file holds, so ask for GNU's size once to fail as GNU does.
+        let swabByte = o.conversions.contains(.swab) ? 1 : 0
+        guard canAllocate(o.inputBlockSize + swabByte) else { throw .memoryExhausted("input", size: o.inputBlockSize) }
+        try output.allocate()
+        // One read(2) returns at most MAX_RW_COUNT: GNU's bs=3G reads (and counts, as partial records)
+        // 2 GiB - 4 KiB at a time, so the reader's reads are never longer either. With fullblock GNU
+        // gathers whole blocks: the bytes are the same, but baio counts each read as a record then.
+        let readSize = o.inputFlags.contains(.fullblock) ? ibs : min(ibs, ddMaximumRead)
         var end = size
         if o.maxRecords < Int.max {
-            let (blocks, overflow) = Int64(o.maxRecords).multipliedReportingOverflow(by: ibs)
+            let (blocks, overflow) = Int64(o.maxRecords).multipliedReportingOverflow(by: readSize)
             if !overflow {
-                let (limit, overflow2) = start.addingReportingOverflow(blocks + Int64(o.maxBytes))
+                let (limit, overflow2) = start.addingReportingOverflow(blocks + min(Int64(o.maxBytes), readSize))
                 if !overflow2 { end = min(end, limit) }
             }
         }
@@ -550,7 +597,7 @@ struct DDCopier {
         // About 1 MiB per read, in whole input blocks.
         let blocks = max(1, (1 << 20) / o.inputBlockSize)
         let (product, overflow) = blocks.multipliedReportingOverflow(by: o.inputBlockSize)
-        let chunk = overflow ? o.inputBlockSize : product
+        let chunk = Int(min(Int64(overflow ? o.inputBlockSize : product), ddMaximumRead))
         let mode: ReadMode = o.inputFlags.contains(.direct) ? .direct : .buffered
         let context: IOContext
         do {
@@ -581,7 +628,7 @@ struct DDCopier {
         while !interrupted, let chunk = try nextChunk() {
             counts.readFull += chunk.count / o.inputBlockSize
             if chunk.count % o.inputBlockSize != 0 { counts.readPartial += 1 }
-            try write(conversion.convert(chunk), to: output)
+            try write(try conversion.convert(chunk), to: output)
             position += Int64(chunk.count)
             dropper?.consumed(upTo: position)
             progress()
@@ -611,6 +658,7 @@ struct DDCopier {
             dropper?.finish(at: position, endOfFile: true)
             return
         }
+        try output.allocate()
         var endOfFile = false
         let conversion = DDRecordConversion(o)
         while !interrupted {
@@ -627,7 +675,7 @@ struct DDCopier {
             dropper?.consumed(upTo: position)
             if n < o.inputBlockSize { counts.readPartial += 1 } else { counts.readFull += 1 }
             // One record: written whole, counted full only if it is a whole block.
-            try write(conversion.convert(UnsafeRawBufferPointer(start: input.buffer.baseAddress!, count: n)), to: output)
+            try write(try conversion.convert(UnsafeRawBufferPointer(start: input.buffer.baseAddress!, count: n)), to: output)
         }
         if interrupted { return }
         try conversion.finish(output)
@@ -649,10 +697,20 @@ struct DDCopier {
     private func skipPlain(_ input: DDPlainInput, from startOffset: Int64) throws(DDFailure) -> Int64 {
         let o = operands
         let (bytes, overflow) = o.skipRecords.multipliedReportingOverflow(by: o.inputBlockSize)
-        if !overflow, !bytes.addingReportingOverflow(o.skipBytes).overflow,
-            lseek(input.fd, off_t(bytes + o.skipBytes), SEEK_CUR) >= 0
-        {
-            return startOffset + Int64(bytes + o.skipBytes)
+        let (offset, overflow2) = bytes.addingReportingOverflow(o.skipBytes)
+        if !overflow && !overflow2 && lseek(input.fd, off_t(offset), SEEK_CUR) >= 0 {
+            var info = stat()
+            if fstat(input.fd, &info) == 0 && info.st_mode & S_IFMT == S_IFREG && info.st_size > 0
+                && startOffset >= 0 && Int64(info.st_size) - startOffset < Int64(offset) && o.status != .none
+            {
+                DDUsageError.warn("\(quoteIfNeeded(inputName)): cannot skip to specified offset")
+            }
+            return startOffset + Int64(offset)
+        }
+        // GNU reads to skip only what cannot seek at all: a seekable input refused the offset itself.
+        let code = overflow || overflow2 ? EOVERFLOW : errno
+        if lseek(input.fd, 0, SEEK_END) >= 0 {
+            throw DDFailure("\(quoteIfNeeded(inputName)): cannot skip", errno: code)
         }
         var records = o.skipRecords
         var tail = o.skipBytes

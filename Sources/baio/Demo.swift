@@ -51,7 +51,7 @@ struct Demo: ParsableCommand {
         if let file {
             path = file
         } else {
-            let directory = String(cString: getenv("TMPDIR") ?? strdup("/tmp"))
+            let directory = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
             path = "\(directory)/baio-demo-\(getpid()).bin"
             try writeSample(path: path, size: size)
         }

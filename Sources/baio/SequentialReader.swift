@@ -23,8 +23,8 @@ final class SequentialReader {
     let context: IOContext
     let mode: ReadMode
     let chunk: Int
-    /// The most chunks in flight: the ring's size.
-    let ring: Int
+    /// The most chunks in flight: the ring's size (smaller if memory ran out while it grew).
+    private(set) var ring: Int
     /// The chunks the window holds.
     private let depth: Int
     private let window: Int
@@ -108,8 +108,8 @@ final class SequentialReader {
             let slot: Int
             if let reused = free.popLast() {
                 slot = reused
-            } else if slots.count < ring {
-                slots.append(.allocate(byteCount: chunk, alignment: 4096))
+            } else if slots.count < ring, let buffer = try allocateSlot() {
+                slots.append(buffer)
                 results.append(nil)
                 requested.append(0)
                 offsets.append(0)
@@ -119,6 +119,25 @@ final class SequentialReader {
             }
             try submit(slot)
         }
+    }
+
+    /// A buffer for one read: never larger than the range holds (`bs=16G` over a small file allocates the
+    /// file's size), allocated fallibly. Nil if memory ran out with buffers already in the ring, which then
+    /// stops growing; an error if there is none.
+    private func allocateSlot() throws(BufferedAIOError) -> UnsafeMutableRawBufferPointer? {
+        let range = end - nextOffset
+        let pages = range / 4096 + (range % 4096 == 0 ? 0 : 1)
+        let size = Int(min(Int64(chunk), max(pages, 1) * 4096))
+        var pointer: UnsafeMutableRawPointer?
+        if posix_memalign(&pointer, 4096, size) == 0, let pointer {
+            return UnsafeMutableRawBufferPointer(start: pointer, count: size)
+        }
+        guard slots.isEmpty else {
+            ring = slots.count
+            return nil
+        }
+        throw BufferedAIOError(
+            .systemResource, "cannot allocate a read buffer of \(size) bytes", errno: Errno(rawValue: ENOMEM))
     }
 
     private func submit(_ slot: Int) throws(BufferedAIOError) {

@@ -11,7 +11,7 @@ public enum Scratch {
     public static let ext4Magic: Int = 0xEF53
 
     public static let location: Result<String, SkipReason> = {
-        let temp = String(cString: getenv("TMPDIR") ?? strdup("/tmp"))
+        let temp = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
         if isExt4(temp) { return .success(temp) }
         guard geteuid() == 0 else {
             return .failure(SkipReason("\(temp) is not ext4 and the tests are not running as root to loop-mount an ext4 image"))

@@ -78,15 +78,22 @@ struct AsyncRead {
     let request: Request
     let sink: AsyncSink
     var finished: Bool
+    /// The bytes asked of the engine: the caller's count bounded by the file's size at submit (see
+    /// ``BufferedFile/boundedLength(offset:count:)``).
+    var length = 0
 
-    /// Submits a read of `length` bytes at `offset` into a new buffer owned by the sink.
+    /// Submits a read of at most `length` bytes at `offset` into a new buffer owned by the sink, which is
+    /// never larger than what the file holds there.
     static func start(
         _ file: BufferedFile, engine: Engine, offset: Int64, length: Int, mode: ReadMode
     ) throws(BufferedAIOError) -> AsyncRead {
         let alignment = mode == .buffered ? 16 : 4096
-        let sink = AsyncSink(capacity: length, alignment: alignment)
-        let read = ReadRequest(.file(file), offset: offset, length: length, into: sink.buffer, mode: mode)
-        return make(try engine.submit(read, sink: sink), engine: engine, sink: sink)
+        let bounded = try file.boundedLength(offset: offset, count: length)
+        let sink = AsyncSink(capacity: bounded ?? 0, alignment: alignment)
+        let read = ReadRequest(.file(file), offset: offset, length: bounded ?? length, into: sink.buffer, mode: mode)
+        var started = make(try engine.submit(read, sink: sink), engine: engine, sink: sink)
+        started.length = read.length
+        return started
     }
 
     private static func make(_ outcome: Engine.Outcome, engine: Engine, sink: AsyncSink) -> AsyncRead {
@@ -101,10 +108,14 @@ struct AsyncRead {
         }
     }
 
-    /// Continues a read whose fast path already missed, into a new buffer the sink owns.
+    /// Continues a read whose fast path already missed, into a new buffer the sink owns. `length` is at
+    /// most the inline-copy limit (only reads that short take the fast path).
     static func start(_ prepared: Engine.Prepared, engine: Engine, length: Int) throws(BufferedAIOError) -> AsyncRead {
         let sink = AsyncSink(capacity: length)
-        return make(try engine.submitSlow(prepared.retargeted(to: sink.buffer), sink: sink), engine: engine, sink: sink)
+        var started = make(
+            try engine.submitSlow(prepared.retargeted(to: sink.buffer), sink: sink), engine: engine, sink: sink)
+        started.length = length
+        return started
     }
 
     private init(request: Request, sink: AsyncSink, finished: Bool, pending: Bool = false) {
@@ -152,7 +163,28 @@ struct AsyncRead {
 }
 
 extension BufferedFile {
+    /// How many bytes a read of `count` at `offset` can return, checked when it is submitted: at most what
+    /// the file holds there now and the kernel's MAX_RW_COUNT, so `count: Int.max` ("the rest") allocates
+    /// the rest, not 8 EiB. A file that grows during the read gives what was there at submit, as a pread
+    /// issued then would. Nil for a range the engine must refuse (negative, overflowing) or a closed file:
+    /// the engine's validation then says why, and nothing is allocated for it.
+    func boundedLength(offset: Int64, count: Int) throws(BufferedAIOError) -> Int? {
+        guard offset >= 0, count >= 0, !offset.addingReportingOverflow(Int64(count)).overflow,
+            let fd = descriptor
+        else { return nil }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            throw .syscall("fstat", Errno(rawValue: errno), fd: fd, path: path, code: .badDescriptor)
+        }
+        let available = max(0, Int64(info.st_size) - offset)
+        return Int(min(Int64(count), available, Int64(Engine.maximumReadCount)))
+    }
+
     /// Reads up to `count` bytes at `offset`; fewer only at end of file.
+    ///
+    /// `count` may exceed the file (`Int.max` reads to the end): the result and the memory behind it are
+    /// bounded by the file's size when the read is submitted, and by the kernel's MAX_RW_COUNT
+    /// (0x7ffff000 bytes) as for `pread`.
     ///
     /// Cached data is copied at once without leaving the calling task's thread; missing pages are read
     /// ahead and the task suspends until the poller sees them, then copies them itself.
@@ -206,6 +238,7 @@ extension BufferedFile {
                 read = try AsyncRead.start(prepared, engine: engine, length: buffer.count)
             }
         } else {
+            // Bounded by the file's size inside start: a 4 GiB buffer over a 1 GiB file costs 1 GiB of sink.
             read = try AsyncRead.start(self, engine: engine, offset: offset, length: buffer.count, mode: options.mode)
         }
         // Otherwise the engine reads into a buffer the sink owns, so that a cancelled read can never write

@@ -60,7 +60,7 @@ public struct FileChunks: AsyncSequence, Sendable {
                 try fill(engine)
                 guard !inFlight.isEmpty else { return nil }
                 var head = inFlight.removeFirst()
-                let wanted = head.request.length
+                let wanted = head.length
                 let count = try await head.complete(engine: engine)
                 if count < wanted {
                     // End of file: nothing after this chunk.
@@ -83,12 +83,16 @@ public struct FileChunks: AsyncSequence, Sendable {
                 let limit = end ?? Int64.max
                 guard nextOffset < limit else { return }
                 let length = Int(Swift.min(Int64(chunkLength), limit - nextOffset))
-                inFlight.append(
-                    try AsyncRead.start(file, engine: engine, offset: nextOffset, length: length, mode: options.mode))
-                nextOffset += Int64(length)
-                if end == nil, inFlight.last!.finished, (try? inFlight.last!.request.event.get()) ?? 0 < length {
-                    // A short inline read found the end of file; stop submitting past it.
-                    end = nextOffset
+                let read = try AsyncRead.start(file, engine: engine, offset: nextOffset, length: length, mode: options.mode)
+                inFlight.append(read)
+                // By what was asked of the engine: a chunk longer than the file or than MAX_RW_COUNT is
+                // bounded at submit, and the next chunk starts where this one's bytes end.
+                nextOffset += Int64(read.length)
+                let endAtSubmit = read.length < Swift.min(length, Engine.maximumReadCount)
+                let shortInline = read.finished && (try? read.request.event.get()) ?? 0 < read.length
+                if endAtSubmit || shortInline {
+                    // The file ends here (as of now); stop submitting past it.
+                    end = Swift.min(end ?? Int64.max, nextOffset)
                 }
             }
         }
