@@ -40,6 +40,7 @@ let package = Package(
             name: "FileServer",
             dependencies: [
                 "BufferedAIOHummingbird",
+                .product(name: "BufferedAIO", package: "swift-buffered-aio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ]

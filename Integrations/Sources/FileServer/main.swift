@@ -1,6 +1,7 @@
 // An example static-file server: Hummingbird's FileMiddleware over a directory, with either BufferedAIO's
 // provider or Hummingbird's LocalFileSystem (the only difference is the one line in `middleware`).
 // Benchmarks/wrk-compare runs it with each in turn.
+import BufferedAIO
 import BufferedAIOHummingbird
 import Hummingbird
 import Glibc
@@ -11,6 +12,9 @@ struct Options {
     var provider = "buffered"
     var host = "127.0.0.1"
     var port = 8080
+    /// Engine policies for experiments (the defaults are ReadEngine.shared's).
+    var probe = "automatic"
+    var loneReadWait = true
 
     static let usage = """
         usage: FileServer [--root DIR] [--provider buffered|local] [--host ADDRESS] [--port N]
@@ -19,6 +23,8 @@ struct Options {
                              local: Hummingbird's LocalFileSystem (NIOFileSystem on NIOThreadPool.singleton)
           --host ADDRESS     the address to listen on (default: 127.0.0.1)
           --port N           the port (default: 8080)
+          --probe automatic|nowait   the engine's residency probe (buffered only; default automatic)
+          --lone-read-wait on|off    the engine's pollerWaitsForLoneRead (buffered only; default on)
         """
 
     static func parse(_ arguments: [String]) -> Options {
@@ -35,6 +41,12 @@ struct Options {
             case "--port":
                 guard let port = Int(value), (0...65535).contains(port) else { fail("bad port '\(value)'") }
                 options.port = port
+            case "--probe":
+                guard value == "automatic" || value == "nowait" else { fail("unknown probe '\(value)'") }
+                options.probe = value
+            case "--lone-read-wait":
+                guard value == "on" || value == "off" else { fail("--lone-read-wait takes on or off") }
+                options.loneReadWait = value == "on"
             default: fail("unknown option '\(flag)'")
             }
         }
@@ -48,9 +60,14 @@ struct Options {
 }
 
 /// Serves `provider` until the process is told to stop: the same server whichever provider it is given.
-func serve<Provider: FileProvider>(_ provider: Provider, _ options: Options, logger: Logger) async throws
-where Provider.FileAttributes: FileMiddlewareFileAttributes {
+func serve<Provider: FileProvider>(
+    _ provider: Provider, _ options: Options, logger: Logger, engine: ReadEngine? = nil
+) async throws where Provider.FileAttributes: FileMiddlewareFileAttributes {
     let router = Router()
+    if let engine {
+        // What the engine did so far (inline copies, readahead, poll passes, stalls): for the benchmark's notes.
+        router.get("/_baio/statistics") { _, _ in "\(engine.statistics)\n" }
+    }
     router.add(middleware: FileMiddleware(fileProvider: provider))
     let app = Application(
         router: router,
@@ -71,5 +88,10 @@ logger.logLevel = .notice
 if options.provider == "local" {
     try await serve(LocalFileSystem(rootFolder: options.root, threadPool: .singleton, logger: logger), options, logger: logger)
 } else {
-    try await serve(BufferedFileProvider(rootFolder: options.root, logger: logger), options, logger: logger)
+    var configuration = EngineConfiguration()
+    configuration.residencyProbe = options.probe == "nowait" ? .nowait : .automatic
+    configuration.pollerWaitsForLoneRead = options.loneReadWait
+    let engine = try ReadEngine(configuration: configuration)
+    try await serve(
+        BufferedFileProvider(rootFolder: options.root, engine: engine, logger: logger), options, logger: logger, engine: engine)
 }
