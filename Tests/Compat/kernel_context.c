@@ -113,6 +113,18 @@ static int raw_collect(io_context_t ctx, struct io_event *events, int count) {
     return got;
 }
 
+// Reaps `count` events through libaio's io_getevents (10 s at most per call).
+static int collect(io_context_t ctx, struct io_event *events, int count) {
+    int got = 0;
+    while (got < count) {
+        struct timespec timeout = {10, 0};
+        int rc = io_getevents(ctx, 1, count - got, events + got, &timeout);
+        if (rc <= 0) break;
+        got += rc;
+    }
+    return got;
+}
+
 // A buffered write's event is in the ring when io_submit returns: the kernel completes it inside the call.
 static void mode_write_visible(void) {
     char path[4096];
@@ -355,13 +367,7 @@ static void mode_eof(void) {
         }
         printf("eof %d: io_submit = %d\n", round, io_submit(ctx, 4, list));
         struct io_event events[4];
-        int got = 0;
-        while (got < 4) {
-            struct timespec timeout = {10, 0};
-            int rc = io_getevents(ctx, 1, 4 - got, events + got, &timeout);
-            if (rc <= 0) break;
-            got += rc;
-        }
+        int got = collect(ctx, events, 4);
         for (int i = 0; i < 4; i++) {
             for (int e = 0; e < got; e++) {
                 if ((int)(uintptr_t)events[e].data != i) continue;
@@ -403,13 +409,7 @@ static void mode_after_submit(void) {
     if (write(impostor, junk, sizeof junk) != sizeof junk) printf("write failed\n");
     printf("the descriptor number was reused: %s\n", impostor == fd ? "yes" : "no");
     struct io_event events[COUNT];
-    int got = 0;
-    while (got < COUNT) {
-        struct timespec timeout = {10, 0};
-        int rc = io_getevents(ctx, 1, COUNT - got, events + got, &timeout);
-        if (rc <= 0) break;
-        got += rc;
-    }
+    int got = collect(ctx, events, COUNT);
     check_events("reads as submitted", &r, events, got);
     int clean = 1;
     for (int j = 0; j < LENGTH; j++) clean &= other[j] == 0;
@@ -431,13 +431,7 @@ static void mode_partial(void) {
     printf("io_submit(read x3, bad fd, ...) = %d\n", io_submit(ctx, COUNT, r.list));
     printf("io_submit(bad fd first) = %d\n", io_submit(ctx, COUNT - 3, r.list + 3));
     struct io_event events[COUNT];
-    int got = 0;
-    while (got < 3) {
-        struct timespec timeout = {10, 0};
-        int rc = io_getevents(ctx, 1, COUNT, events + got, &timeout);
-        if (rc <= 0) break;
-        got += rc;
-    }
+    int got = collect(ctx, events, 3);
     check_events("accepted before the refusal", &r, events, got);
     struct timespec zero = {0, 0};
     printf("events left: %d\n", io_getevents(ctx, 0, COUNT, events, &zero));
