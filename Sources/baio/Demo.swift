@@ -84,7 +84,16 @@ struct Demo: ParsableCommand {
         print("read: \(outcome.reads) reads of \(blockSize) bytes, queue depth \(queueDepth), mode \(mode)")
         print("time: \(formatted(seconds * 1000)) ms (\(formatted(mib / max(seconds, 1e-9))) MiB/s)")
         print("probe: \(trusted ? "mincore" : "nowait")")
-        print("inline: \(outcome.statistics.completedInline)")
+        let inline = outcome.statistics.completedInline
+        print("inline: \(inline) of \(outcome.reads) reads finished inside submit")
+        if inline > 0, let before, before.residentPages == 0 {
+            // A new user read "resident before: 0/N" then "inline: 222" as an eviction that failed.
+            print(
+                "  (the file was evicted; inline reads are not a failed eviction: on Linux 6.12+ a RWF_NOWAIT miss at "
+                    + "submit starts the read, and the kernel's readahead for it, which can end before this or a later "
+                    + "read is submitted; \(outcome.statistics.pagesFoundMissing) pages were found missing and read "
+                    + "ahead by the engine)")
+        }
         print("statistics: \(outcome.statistics)")
         print("engine-fnv1a64: \(String(outcome.hash, radix: 16))")
         print("verified: \(outcome.mismatch == nil ? "yes" : "no")")
