@@ -116,11 +116,6 @@ enum StatisticsReport {
         write("libbaio: pid \(getpid()) engine at \(moment): \(watcher.statistics)")
     }
 
-    static func trace(_ line: String) {
-        var bytes = Array(line.utf8)
-        _ = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
-    }
-
     static func write(_ line: String) {
         guard let destination else { return }
         let fd: Int32
