@@ -124,11 +124,14 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
 
     // MARK: - Hold
 
-    /// The kernel refused an iocb for want of ring slots with this many events waiting in the ring: a held
-    /// read must not count on more.
+    /// The kernel refused an iocb, maybe for want of ring slots. If the ring is at least half full of events
+    /// the program has not taken, that count is what the ring really holds (the kernel's per-CPU slot caches
+    /// keep a few back): a held read must not count on more. With fewer waiting, the slots are held by the
+    /// kernel's own I/O in flight (O_DIRECT), which says nothing lasting about the ring, so nothing is learnt.
     func kernelWasFull() {
         let waiting = unreapedEvents
-        state.withLock { $0.slots = max(1, min(maximumHeld, waiting)) }
+        guard waiting >= maximumHeld / 2 else { return }
+        state.withLock { $0.slots = min(maximumHeld, waiting) }
     }
 
     /// Registers a read before the engine can report it, so a delivery always finds its entry.

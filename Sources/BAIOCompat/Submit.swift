@@ -142,11 +142,9 @@ struct KernelBatch {
             context.counters.kernelIocbs.wrappingAdd(accepted, ordering: .relaxed)
         }
         if accepted == count { return nil }
-        // A partial count says the kernel refused the next iocb without saying why; with the ring this full
-        // the reason is its slots.
-        if accepted == -Int(EAGAIN) || (accepted >= 0 && context.unreapedEvents >= context.maximumHeld * 3 / 4) {
-            context.kernelWasFull()
-        }
+        // A partial count says the kernel refused the next iocb without saying why; kernelWasFull judges by how
+        // full the ring is.
+        if accepted == -Int(EAGAIN) || accepted >= 0 { context.kernelWasFull() }
         return accepted < 0 ? result(Int32(-accepted)) : Int32(done)
     }
 
