@@ -93,6 +93,14 @@ static void check_events(const char *label, struct reads *r, struct io_event *ev
     printf("%s: %d events, %d with the right obj, data, res and bytes\n", label, got, good);
 }
 
+// A context of COUNT slots and COUNT reads ready to submit (the file not yet evicted).
+static io_context_t setup_reads(struct reads *r, int eventfd_or_minus_one) {
+    io_context_t ctx = 0;
+    io_setup(COUNT, &ctx);
+    prepare_reads(r, eventfd_or_minus_one);
+    return ctx;
+}
+
 static void free_reads(struct reads *r) {
     for (int i = 0; i < COUNT; i++) free(r->buffers[i]);
 }
@@ -156,11 +164,9 @@ static void mode_write_visible(void) {
 
 // An iocb's eventfd counts an event only once the event can be reaped.
 static void mode_eventfd_order(void) {
-    io_context_t ctx = 0;
-    io_setup(COUNT, &ctx);
     int efd = eventfd(0, EFD_CLOEXEC);
     struct reads r;
-    prepare_reads(&r, efd);
+    io_context_t ctx = setup_reads(&r, efd);
     evict(data_fd);
     printf("io_submit = %d\n", io_submit(ctx, COUNT, r.list));
     struct io_event events[COUNT];
@@ -185,10 +191,8 @@ static void mode_eventfd_order(void) {
 
 // The handle is a kernel context: the raw system calls serve it.
 static void mode_raw_syscalls(void) {
-    io_context_t ctx = 0;
-    io_setup(COUNT, &ctx);
     struct reads r;
-    prepare_reads(&r, -1);
+    io_context_t ctx = setup_reads(&r, -1);
     evict(data_fd);
     printf("io_submit = %d\n", io_submit(ctx, COUNT, r.list));
     struct io_event events[COUNT];
@@ -214,10 +218,8 @@ static void mode_raw_syscalls(void) {
 // The program moves the ring with mremap while reads are in flight, then reaps from the new address in
 // user space, as libaio's harness case 19 does.
 static void mode_mremap(void) {
-    io_context_t ctx = 0;
-    io_setup(COUNT, &ctx);
     struct reads r;
-    prepare_reads(&r, -1);
+    io_context_t ctx = setup_reads(&r, -1);
     evict(data_fd);
     printf("io_submit = %d\n", io_submit(ctx, COUNT, r.list));
     struct aio_ring *ring = (struct aio_ring *)ctx;
@@ -422,10 +424,8 @@ static void mode_after_submit(void) {
 
 // io_submit stops at the first iocb it refuses: those before it are accepted (held reads among them).
 static void mode_partial(void) {
-    io_context_t ctx = 0;
-    io_setup(COUNT, &ctx);
     struct reads r;
-    prepare_reads(&r, -1);
+    io_context_t ctx = setup_reads(&r, -1);
     r.iocbs[3].aio_fildes = -1;
     evict(data_fd);
     printf("io_submit(read x3, bad fd, ...) = %d\n", io_submit(ctx, COUNT, r.list));
