@@ -140,7 +140,7 @@ struct BufferedRead {
 
     /// One preadv2(RWF_NOWAIT) of up to ``probeLimit`` bytes into the caller's own buffer: accurate for
     /// every caller (mincore is not, for files it cannot write). The kernel copies again at the final
-    /// submit; for a cached 4 KiB read that second copy costs well under a microsecond.
+    /// submit (its cost per cached read is not measured yet).
     func probe() -> Probe {
         let want = min(length, probeLimit)
         guard want > 0 else { return .missing(firstCopy: 0) }
