@@ -76,15 +76,13 @@ public final class IOContext: Sendable {
     private func submitOne(_ read: ReadRequest, checked: FileFacts?) throws(BufferedAIOError) {
         try queue.reserve(capacity: capacity)
         do {
-            switch try engine.submitFast(read) {
-            case .copied(let count):
+            let prepared = try engine.prepare(read)
+            if let count = prepared.copiedAll {
                 // A cached read: its event is all that is left of it.
                 queue.deliverCopied(IOEvent(tag: read.tag, result: .success(count)))
-            case .slow(let prepared):
+            } else if case .ready(let request) = try engine.start(prepared, sink: queue, checked: checked) {
                 // A read that finished in the slow path was queued by accept, in the lock that tracked it.
-                if case .ready(let request) = try engine.submitSlow(prepared, sink: queue, checked: checked) {
-                    queue.deliver([request])
-                }
+                queue.deliver([request])
             }
         } catch {
             queue.unreserve()

@@ -4,8 +4,15 @@ import CBufferedAIO
 import Glibc
 
 extension Engine {
+    // Submitting is two steps. ``prepare(_:)`` validates the read and tries the cached case, one
+    // preadv2(RWF_NOWAIT) of the whole range, which for most reads is all there is to do: no request object
+    // is made. ``start(_:sink:checked:)`` takes on a read the first step could not finish. Front ends call
+    // both: an IOContext with the caller's buffer, the async API with a temporary one first
+    // (``Prepared/retargeted(to:)``), libbaio only the second, with its own probe's result.
+
+    /// What ``start(_:sink:checked:)`` did with a read.
     enum Outcome {
-        /// Finished inside submit (cached, zero length, at end of file, or failed in the event).
+        /// Finished inside submit (zero length, at end of file, cached after all, or failed in the event).
         case finished(Request)
         /// Every page is already resident: the reaper can copy now.
         case ready(Request)
@@ -16,8 +23,8 @@ extension Engine {
     /// The kernel's MAX_RW_COUNT: longer reads are silently clamped, as `read(2)` does.
     static let maximumReadCount = 0x7fff_f000
 
-    /// A read past its fast path: validated, its descriptors pinned, and the fast path's result kept so the
-    /// slow path does not repeat the syscall.
+    /// A validated read with its descriptors pinned, and the fast path's result, so that the slow path does
+    /// not repeat the syscall.
     struct Prepared {
         let read: ReadRequest
         let fd: Int32
@@ -27,6 +34,9 @@ extension Engine {
         let length: Int
         /// The fast path's RWF_NOWAIT result (bytes, or a negative errno), if it ran.
         let firstCopy: Int?
+        /// Set when every byte was cached and is now in the read's buffer: the read is done, and no request
+        /// object is needed.
+        var copiedAll: Int? = nil
 
         /// The same read into another buffer, for a caller whose fast path used a temporary one. A miss
         /// that copied nothing is kept (its syscall already started the read); a copied prefix is not, since
@@ -40,14 +50,9 @@ extension Engine {
         }
     }
 
-    enum FastOutcome {
-        /// Every byte was cached and is now in the caller's buffer: no request object is needed.
-        case copied(Int)
-        case slow(Prepared)
-    }
-
-    /// Validates one read and tries the cached case: one preadv2(RWF_NOWAIT) of the whole range.
-    func submitFast(_ read: ReadRequest) throws(BufferedAIOError) -> FastOutcome {
+    /// Validates one read and tries the cached case: one preadv2(RWF_NOWAIT) of the whole range. When it
+    /// copied every byte, ``Prepared/copiedAll`` says how many and the read is done.
+    func prepare(_ read: ReadRequest) throws(BufferedAIOError) -> Prepared {
         guard !isStopped else {
             throw BufferedAIOError(.closed, "the context is closed", errno: .badFileDescriptor)
         }
@@ -57,6 +62,7 @@ extension Engine {
         // Before any other syscall: a bad descriptor makes it fail, and the slow path's validation then
         // says exactly why.
         var firstCopy: Int? = nil
+        var copiedAll: Int? = nil
         if read.mode == .buffered && length > 0 {
             let want = min(length, configuration.inlineCopyLimit)
             let copied = system_preadv2(fd, read.buffer.baseAddress, want, read.offset, cbaio_RWF_NOWAIT)
@@ -64,33 +70,30 @@ extension Engine {
                 counters.completedInline.add(1)
                 counters.pagesFoundResident.add((copied + systemPageSize - 1) / systemPageSize)
                 counters.submitted.add(1)
-                return .copied(copied)
+                copiedAll = copied
             }
             firstCopy = copied >= 0 ? copied : -Int(errno)
         }
-        return .slow(
-            Prepared(read: read, fd: fd, directFD: directFD, path: path, pins: pins, length: length, firstCopy: firstCopy))
+        return Prepared(
+            read: read, fd: fd, directFD: directFD, path: path, pins: pins, length: length, firstCopy: firstCopy,
+            copiedAll: copiedAll)
     }
 
-    /// Validates, pins and starts one read. Never waits for data I/O.
-    func submit(_ read: ReadRequest, sink: CompletionSink) throws(BufferedAIOError) -> Outcome {
-        switch try submitFast(read) {
-        case .copied(let count):
-            let request = Request(
-                serial: serials.wrappingAdd(1, ordering: .relaxed).oldValue, tag: read.tag, offset: read.offset,
-                length: count, buffer: read.buffer.baseAddress, path: nil, sink: sink)
-            request.done = count
-            request.finish(count)
-            sink.accept(request)
-            return .finished(request)
-        case .slow(let prepared):
-            return try submitSlow(prepared, sink: sink)
-        }
+    /// A finished request for a read ``prepare(_:)`` copied whole, for a front end that needs one.
+    func finishedRequest(copying count: Int, of read: ReadRequest, sink: CompletionSink) -> Request {
+        let request = Request(
+            serial: serials.wrappingAdd(1, ordering: .relaxed).oldValue, tag: read.tag, offset: read.offset,
+            length: count, buffer: read.buffer.baseAddress, path: nil, sink: sink)
+        request.done = count
+        request.finish(count)
+        sink.accept(request)
+        return request
     }
 
-    /// The rest of ``submit(_:sink:)`` for a read the fast path could not finish. `checked` is what a
-    /// caller already learned of the descriptor (libbaio routes each iocb by it), so it is not asked twice.
-    func submitSlow(_ prepared: Prepared, sink: CompletionSink, checked: FileFacts? = nil) throws(BufferedAIOError)
+    /// Starts a read ``prepare(_:)`` could not finish: pins it in a request, finds and starts its missing
+    /// pages, and hands it to the poller. Never waits for data I/O. `checked` is what a caller already
+    /// learned of the descriptor (libbaio routes each iocb by it), so it is not asked twice.
+    func start(_ prepared: Prepared, sink: CompletionSink, checked: FileFacts? = nil) throws(BufferedAIOError)
         -> Outcome
     {
         let (read, fd, path) = (prepared.read, prepared.fd, prepared.path)
@@ -109,7 +112,7 @@ extension Engine {
         }
         let info = facts.info
         try validateFile(fd: fd, facts: facts, path: path)
-        let outcome = try start(
+        let outcome = try route(
             request, read: read, fd: fd, directFD: prepared.directFD, pins: prepared.pins, info: info,
             firstCopy: prepared.firstCopy)
         counters.submitted.add(1)
@@ -119,7 +122,8 @@ extension Engine {
         return outcome
     }
 
-    private func start(
+    /// Finishes a read at end of file, or sends it down the direct or the buffered path.
+    private func route(
         _ request: Request, read: ReadRequest, fd: Int32, directFD: Int32, pins: FilePins, info: stat,
         firstCopy: Int?
     ) throws(BufferedAIOError) -> Outcome {

@@ -79,7 +79,7 @@ package final class ResidencyWatcher: Sendable {
         let prepared = Engine.Prepared(
             read: read, fd: descriptor, directFD: -1, path: nil, pins: Engine.FilePins(),
             length: min(length, Engine.maximumReadCount), firstCopy: firstCopy)
-        switch try engine.submitSlow(prepared, sink: sink, checked: facts) {
+        switch try engine.start(prepared, sink: sink, checked: facts) {
         case .finished, .ready: return .resident
         case .pending(let request): return .watching(WatchedRead(request: request))
         }
