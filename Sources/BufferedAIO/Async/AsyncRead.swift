@@ -163,7 +163,7 @@ struct AsyncRead {
     func cancel(engine: Engine) { Self.cancel(request, sink: sink, engine: engine) }
 
     private static func cancel(_ request: Request, sink: AsyncSink, engine: Engine) {
-        guard request.direct == nil && request.transition(from: .pending, to: .cancelled) else { return }
+        guard request.direct == nil && request.handle(.didCancel) == .deliverCancellation else { return }
         engine.counters.cancelled.add(1)
         sink.signal()
     }

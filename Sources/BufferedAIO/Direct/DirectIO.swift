@@ -184,7 +184,7 @@ struct DirectIO {
                 continue  // the next chunk is in flight
             }
             engine.counters.directReads.add(1)
-            if request.transition(from: .pending, to: .ready) { ready.append(request) }
+            if request.handle(.didBecomeResident) == .deliver { ready.append(request) }
         }
     }
 
@@ -215,7 +215,7 @@ struct DirectIO {
         engine.counters.directFallbacks.add(1)
         if startBuffered(request) {
             buffered.append(request)
-        } else if request.transition(from: .pending, to: .ready) {
+        } else if request.handle(.didBecomeResident) == .deliver {
             ready.append(request)
         }
     }

@@ -16,7 +16,8 @@ extension Engine {
     private func reapOnce(_ request: Request) -> Bool {
         switch request.state {
         case .finished, .cancelled: return true
-        case .pending, .ready: break
+        case .ready: break
+        case .pending: preconditionFailure("request \(request.serial): reaped while the poller owns it")
         }
         if let direct = request.direct {
             request.failedCall = "io_getevents"
@@ -109,7 +110,7 @@ extension Engine {
             request.probe = .nowait
             startMissingPages(request, info: info, nowaitStartedFirstPage: true)
         }
-        request.sharedState.store(Request.State.pending.rawValue, ordering: .releasing)
+        request.handle(.wasEvicted)
         enqueue(request)
     }
 }

@@ -190,7 +190,10 @@ extension Engine {
         }
         chooseProbe(for: request, info: info)
         startMissingPages(request, info: info, nowaitStartedFirstPage: nowaitMissed && Residency.nowaitMissStartsRead)
-        return request.references == 0 ? .ready(request) : .pending(request)
+        guard request.references == 0 else { return .pending(request) }
+        // Nobody else can see the request yet, so no cancel can race this.
+        request.handle(.didBecomeResident)
+        return .ready(request)
     }
 
     func chooseProbe(for request: Request, info: stat) {

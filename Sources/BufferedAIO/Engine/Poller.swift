@@ -121,7 +121,7 @@ struct Poller {
                 checkStall(request, now: now)
             }
             if request.references == 0 || request.forceBlocking {
-                if request.transition(from: .pending, to: .ready) { ready.append(request) }
+                if request.handle(.didBecomeResident) == .deliver { ready.append(request) }
             } else {
                 probed.append(request)
             }
@@ -297,7 +297,7 @@ struct Poller {
             return inbox.requests
         }
         for request in active + leftovers + direct.destroy() {
-            if request.transition(from: .pending, to: .cancelled) { cancelled.append(request) }
+            if request.handle(.didCancel) == .deliverCancellation { cancelled.append(request) }
         }
         active = []
         engine.counters.cancelled.add(cancelled.count)

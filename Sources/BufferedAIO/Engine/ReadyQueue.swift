@@ -162,7 +162,7 @@ final class ReadyQueue: CompletionSink {
     func claimPending() -> Request? {
         state.withLock { s in
             for request in s.inFlight.values where request.direct == nil && request.fd >= 0 {
-                if request.transition(from: .pending, to: .ready) { return request }
+                if request.handle(.wasClaimedByReaper) == .readBlocking { return request }
             }
             return nil
         }
@@ -171,7 +171,7 @@ final class ReadyQueue: CompletionSink {
     func cancel(tag: UInt64) -> Request? {
         state.withLock { s in
             for request in s.inFlight.values where request.tag == tag && request.direct == nil {
-                if request.transition(from: .pending, to: .cancelled) { return request }
+                if request.handle(.didCancel) == .deliverCancellation { return request }
             }
             return nil
         }

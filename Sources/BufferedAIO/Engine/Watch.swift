@@ -27,7 +27,7 @@ package struct WatchedRead: Sendable {
     package var stalled: Bool { request.forceBlocking }
 
     /// Withdraws a read still waiting for pages; false if the poller already passed it to the listener.
-    package func cancel() -> Bool { request.transition(from: .pending, to: .cancelled) }
+    package func cancel() -> Bool { request.handle(.didCancel) == .deliverCancellation }
 
     /// Marks the read done once the listener finished it, for the engine's counters.
     package func finished(_ engine: ResidencyWatcher) {
