@@ -108,7 +108,7 @@ public final class BufferedFile: Sendable {
     deinit {
         if reportLeak && !isClosed {
             let text = "BufferedAIO: BufferedFile('\(path)') was never closed; closing it in deinit\n"
-            _ = text.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) }
+            _ = text.utf8CString.withUnsafeBufferPointer { system_write(2, $0.baseAddress, $0.count - 1) }
         }
     }
 

@@ -133,7 +133,7 @@ public enum PageCache {
     /// Drops the file's clean pages from the cache: writes back dirty ones, then
     /// `posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file.
     public static func evict(descriptor: Int32) {
-        _ = fdatasync(descriptor)
+        _ = system_fdatasync(descriptor)
         _ = system_posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED)
     }
 }

@@ -180,7 +180,7 @@ extension BufferedFile {
             let fd = descriptor
         else { return nil }
         var info = stat()
-        guard fstat(fd, &info) == 0 else {
+        guard system_fstat(fd, &info) == 0 else {
             throw .syscall("fstat", Errno(rawValue: errno), fd: fd, path: path, code: .badDescriptor)
         }
         let available = max(0, Int64(info.st_size) - offset)
@@ -290,7 +290,7 @@ extension BufferedFile {
             throw BufferedAIOError(.closed, "'\(path)' is closed", errno: .badFileDescriptor, path: path)
         }
         var info = stat()
-        guard fstat(fd, &info) == 0 else {
+        guard system_fstat(fd, &info) == 0 else {
             throw BufferedAIOError.syscall("fstat", Errno(rawValue: errno), fd: fd, path: path, code: .badDescriptor)
         }
         guard Int(info.st_size) <= maximumSize else {

@@ -27,9 +27,7 @@ final class DirectState {
         if inPlace {
             bounce = nil
         } else {
-            var pointer: UnsafeMutableRawPointer? = nil
-            _ = posix_memalign(&pointer, max(memoryAlignment, systemPageSize), bounceLength)
-            bounce = pointer
+            bounce = system_posix_memalign(max(memoryAlignment, systemPageSize), bounceLength)
         }
         iocb.initialize(to: CBufferedAIO.iocb())
     }

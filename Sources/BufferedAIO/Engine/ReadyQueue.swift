@@ -236,7 +236,7 @@ final class ReadyQueue: CompletionSink {
         guard fdOpen.load(ordering: .acquiring) else { return }
         system_eventfd_signal(fd)
         // Waiters leave promptly: each wakes from ppoll on the now-readable eventfd and sees `closed`.
-        while state.withLock({ $0.waiters }) > 0 { sched_yield() }
+        while state.withLock({ $0.waiters }) > 0 { system_sched_yield() }
         if fdOpen.exchange(false, ordering: .acquiringAndReleasing) { _ = system_close(fd) }
     }
 }

@@ -164,17 +164,12 @@ enum Residency {
     /// unsure (ACLs, user namespaces) it answers false and the engine uses RWF_NOWAIT, which is always
     /// accurate.
     static func mincoreIsTrustworthy(_ info: stat) -> Bool {
-        let euid = geteuid()
+        let euid = system_geteuid()
         if euid == 0 || info.st_uid == euid { return true }
         if info.st_mode & S_IWOTH != 0 { return true }
         if info.st_mode & S_IWGRP != 0 {
-            if info.st_gid == getegid() { return true }
-            let count = getgroups(0, nil)
-            if count > 0 {
-                var groups = [gid_t](repeating: 0, count: Int(count))
-                let got = getgroups(count, &groups)
-                if got > 0 && groups.prefix(Int(got)).contains(info.st_gid) { return true }
-            }
+            if info.st_gid == system_getegid() { return true }
+            if system_getgroups().contains(info.st_gid) { return true }
         }
         return false
     }
@@ -206,12 +201,7 @@ enum Residency {
     /// imply IOCB_NOIO; the 2024 change "mm: allow read-ahead with IOCB_NOWAIT set" (Linux 6.12) brought
     /// readahead back. Before 6.12 the engine must issue WILLNEED for every missing page itself.
     static let nowaitMissStartsRead: Bool = {
-        var names = utsname()
-        uname(&names)
-        let release = withUnsafeBytes(of: &names.release) { raw in
-            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-        }
-        let numbers = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
+        let numbers = system_uname_release().split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
         guard numbers.count == 2 else { return false }
         return (numbers[0], numbers[1]) >= (6, 12)
     }()

@@ -1,11 +1,8 @@
 // This file is the one funnel to the kernel: every libc, libaio and raw syscall the engine makes goes
-// through a `system_<cname>` wrapper here, so the errno policy lives in one place.
+// through a `system_<cname>` wrapper here, so the errno policy lives in one place. Each wrapper returns the
+// raw C result (-1 and errno, or the error number where the C function returns it).
 import CBufferedAIO
 import Glibc
-
-/// The errno of the last failed call on this thread.
-@inline(__always)
-func currentErrno() -> Int32 { errno }
 
 /// Runs `call` until it stops failing with EINTR and returns its raw result.
 ///
@@ -18,12 +15,6 @@ func retryingOnInterrupt<I: FixedWidthInteger>(_ call: () -> I) -> I {
         if result == -1 && errno == EINTR { continue }
         return result
     }
-}
-
-/// A raw result (`-1` and errno on failure) as a `Result`.
-@inline(__always)
-func valueOrErrno<I: FixedWidthInteger>(_ result: I) -> Result<I, Errno> {
-    result == -1 ? .failure(Errno(rawValue: errno)) : .success(result)
 }
 
 // MARK: - Reads
@@ -76,6 +67,10 @@ func system_fstat(_ fd: Int32, _ buffer: inout stat) -> Int32 {
     fstat(fd, &buffer)
 }
 
+func system_fdatasync(_ fd: Int32) -> Int32 {
+    retryingOnInterrupt { fdatasync(fd) }
+}
+
 func system_dup_cloexec(_ fd: Int32) -> Int32 {
     cbaio_dup_cloexec(fd)
 }
@@ -95,6 +90,18 @@ func system_close(_ fd: Int32) -> Int32 {
 
 func system_dio_alignment(_ fd: Int32, _ memory: inout UInt32, _ offset: inout UInt32) -> Int32 {
     cbaio_dio_alignment(fd, &memory, &offset)
+}
+
+func system_write(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: Int) -> Int {
+    retryingOnInterrupt { write(fd, buffer, count) }
+}
+
+// MARK: - Memory
+
+/// Memory aligned for O_DIRECT, or nil; posix_memalign returns the error number instead of setting errno.
+func system_posix_memalign(_ alignment: Int, _ length: Int) -> UnsafeMutableRawPointer? {
+    var pointer: UnsafeMutableRawPointer? = nil
+    return posix_memalign(&pointer, alignment, length) == 0 ? pointer : nil
 }
 
 // MARK: - Event descriptors and waiting
@@ -147,6 +154,34 @@ func system_io_getevents(
     Int32(cbaio_sys_io_getevents(context, minimum, maximum, events, timeout))
 }
 
+// MARK: - Threads
+
+func system_sched_yield() {
+    _ = sched_yield()
+}
+
 // MARK: - Process facts
+
+func system_geteuid() -> uid_t { geteuid() }
+
+func system_getegid() -> gid_t { getegid() }
+
+/// The caller's supplementary groups (getgroups(2) asked twice: for the count, then for the list).
+func system_getgroups() -> [gid_t] {
+    let count = getgroups(0, nil)
+    guard count > 0 else { return [] }
+    var groups = [gid_t](repeating: 0, count: Int(count))
+    let got = getgroups(count, &groups)
+    return got > 0 ? Array(groups.prefix(Int(got))) : []
+}
+
+/// The running kernel's release string, such as "6.12.8-amd64"; empty if uname fails.
+func system_uname_release() -> String {
+    var names = utsname()
+    guard uname(&names) == 0 else { return "" }
+    return withUnsafeBytes(of: &names.release) { raw in
+        String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+    }
+}
 
 let systemPageSize: Int = Int(sysconf(Int32(_SC_PAGESIZE)))
