@@ -1,6 +1,7 @@
 // This file is the one funnel to the kernel: every libc, libaio and raw syscall the engine makes goes
 // through a `system_<cname>` wrapper here, so the errno policy lives in one place. Each wrapper returns the
-// raw C result (-1 and errno, or the error number where the C function returns it).
+// raw C result (-1 and errno, or the error number where the C function returns it). In debug builds the
+// read and readahead wrappers first ask the test hook in Mocking.swift.
 import CBufferedAIO
 import Glibc
 
@@ -20,24 +21,38 @@ func retryingOnInterrupt<I: FixedWidthInteger>(_ call: () -> I) -> I {
 // MARK: - Reads
 
 func system_pread(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int, _ offset: Int64) -> Int {
-    retryingOnInterrupt { pread(fd, buffer, count, off_t(offset)) }
+    #if DEBUG
+    if let mocked = mockedResult(.pread, fd, buffer, count, offset) { return mocked }
+    #endif
+    return retryingOnInterrupt { pread(fd, buffer, count, off_t(offset)) }
 }
 
 func system_preadv2(
     _ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int, _ offset: Int64, _ flags: Int32
 ) -> Int {
-    retryingOnInterrupt { cbaio_preadv2(fd, buffer, count, offset, flags) }
+    #if DEBUG
+    if let mocked = mockedResult(.preadv2, fd, buffer, count, offset, flags: flags) { return mocked }
+    #endif
+    return retryingOnInterrupt { cbaio_preadv2(fd, buffer, count, offset, flags) }
 }
 
 // MARK: - Residency and readahead
 
 func system_posix_fadvise(_ fd: Int32, _ offset: Int64, _ length: Int64, _ advice: Int32) -> Int32 {
     // posix_fadvise returns the error number instead of setting errno.
-    posix_fadvise(fd, off_t(offset), off_t(length), advice)
+    #if DEBUG
+    if let mocked = mockedResult(.posixFadvise, fd, nil, Int(length), offset, flags: advice) {
+        return mocked < 0 ? errno : Int32(mocked)
+    }
+    #endif
+    return posix_fadvise(fd, off_t(offset), off_t(length), advice)
 }
 
 func system_readahead(_ fd: Int32, _ offset: Int64, _ count: Int) -> Int {
-    cbaio_readahead(fd, offset, count)
+    #if DEBUG
+    if let mocked = mockedResult(.readahead, fd, nil, count, offset) { return mocked }
+    #endif
+    return cbaio_readahead(fd, offset, count)
 }
 
 func system_mincore(_ address: UnsafeMutableRawPointer, _ length: Int, _ vector: UnsafeMutablePointer<UInt8>) -> Int32 {
