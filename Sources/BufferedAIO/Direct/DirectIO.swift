@@ -101,8 +101,7 @@ extension Engine {
     private func mostlyCached(_ fd: Int32, _ request: Request) -> Bool {
         var stat = cbaio_cachestat()
         if system_cachestat(fd, UInt64(request.offset), UInt64(request.length), &stat) == 0 {
-            let pages = (request.length + systemPageSize - 1) / systemPageSize
-            return Int(stat.nr_cache) * 2 >= pages
+            return Int(stat.nr_cache) * 2 >= pageCount(bytes: request.length)
         }
         var byte: UInt8 = 0
         return system_preadv2(fd, &byte, 1, request.offset, cbaio_RWF_NOWAIT) == 1

@@ -68,7 +68,7 @@ extension Engine {
             let copied = system_preadv2(fd, read.buffer.baseAddress, want, read.offset, cbaio_RWF_NOWAIT)
             if copied == length {
                 counters.completedInline.add(1)
-                counters.pagesFoundResident.add((copied + systemPageSize - 1) / systemPageSize)
+                counters.pagesFoundResident.add(pageCount(bytes: copied))
                 counters.submitted.add(1)
                 copiedAll = copied
             }
@@ -166,7 +166,7 @@ extension Engine {
             if copied == request.length || (copied < want && atEOF) {
                 request.finish(copied)
                 counters.completedInline.add(1)
-                counters.pagesFoundResident.add((copied + systemPageSize - 1) / systemPageSize)
+                counters.pagesFoundResident.add(pageCount(bytes: copied))
                 return .finished(request)
             }
             nowaitMissed = copied < want
@@ -211,7 +211,6 @@ extension Engine {
     /// reading them. Holes are skipped: WILLNEED would fill them with zero pages for nothing, and the
     /// reaper's pread reads them as zeros without I/O.
     func startMissingPages(_ request: Request, info: stat, nowaitStartedFirstPage: Bool) {
-        let pageSize = Int64(systemPageSize)
         let start = request.offset + Int64(request.done)
         let end = min(request.offset + Int64(request.length), Int64(info.st_size))
         request.runs = []
@@ -220,7 +219,7 @@ extension Engine {
         request.lastProgress = .now
         request.stalls = 0
         guard start < end else { return }
-        let whole = PageRun(first: start / pageSize, count: (end - 1) / pageSize - start / pageSize + 1)
+        let whole = PageRun(bytes: start, end)
 
         if whole.count == 1 && nowaitStartedFirstPage && request.canProbe {
             // The common random 4 KiB read: the RWF_NOWAIT miss just started this page, so there is nothing
@@ -239,9 +238,7 @@ extension Engine {
         }
         // Holes matter only when they could be large; a few pages of zeros cost less than the lseek.
         if whole.count > 16 {
-            let data = Residency.dataSegments(fd: request.fd, start: start, end: end).map { segment in
-                PageRun(first: segment.0 / pageSize, count: (segment.1 - 1) / pageSize - segment.0 / pageSize + 1)
-            }
+            let data = Residency.dataSegments(fd: request.fd, start: start, end: end).map { PageRun(bytes: $0.0, $0.1) }
             if data.count != 1 || data[0] != whole { candidates = intersect(candidates, data) }
         }
         request.runs = candidates
@@ -261,22 +258,12 @@ extension Engine {
         for run in runs { issueReadahead(fd: request.fd, run: run, device: UInt64(info.st_dev)) }
     }
 
-    /// Asks the kernel to read `run`, in calls no larger than one readahead window, because a larger call
-    /// silently reads only the first window's worth.
+    /// Asks the kernel to read `run`, in calls no larger than one readahead window (see
+    /// ``Residency/readAhead(fd:from:to:chunk:call:)``).
     func issueReadahead(fd: Int32, run: PageRun, device: UInt64) {
-        let pageSize = Int64(systemPageSize)
-        let chunk = Int64(max(systemPageSize, min(configuration.readaheadChunkLimit, Residency.readaheadWindow(device: device))))
-        var position = run.first * pageSize
-        let end = run.end * pageSize
-        while position < end {
-            let length = min(chunk, end - position)
-            switch configuration.readaheadCall {
-            case .fadvise: _ = system_posix_fadvise(fd, position, length, POSIX_FADV_WILLNEED)
-            case .readahead: _ = system_readahead(fd, position, Int(length))
-            }
-            counters.readaheadBytes.add(Int(length))
-            position += length
-        }
+        let chunk = Residency.readaheadChunk(device: device, limit: configuration.readaheadChunkLimit)
+        Residency.readAhead(fd: fd, from: run.byteStart, to: run.byteEnd, chunk: chunk, call: configuration.readaheadCall)
+        counters.readaheadBytes.add(Int(run.byteEnd - run.byteStart))
     }
 
     /// Hands a pending request to the poller, waking it only if it sleeps without a timeout: a poller

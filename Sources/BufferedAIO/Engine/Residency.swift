@@ -5,12 +5,35 @@ import CBufferedAIO
 import Glibc
 import Synchronization
 
-/// A run of page indices `[first, first + count)`.
+/// A run of page indices `[first, first + count)`. Page rounding is written here once: bytes to pages
+/// (``init(bytes:_:)``, ``page(containing:)``, ``pageCount(bytes:)``) and back (``byteStart``, ``byteEnd``).
 struct PageRun: Hashable {
     var first: Int64
     var count: Int64
     var end: Int64 { first + count }
+
+    init(first: Int64, count: Int64) {
+        self.first = first
+        self.count = count
+    }
+
+    /// The pages that hold the bytes `[start, end)`; `end` must be greater than `start`.
+    init(bytes start: Int64, _ end: Int64) {
+        first = Self.page(containing: start)
+        count = Self.page(containing: end - 1) - first + 1
+    }
+
+    /// The file offset of the run's first byte.
+    var byteStart: Int64 { first * Int64(systemPageSize) }
+    /// The file offset just past the run's last page.
+    var byteEnd: Int64 { end * Int64(systemPageSize) }
+
+    /// The index of the page that holds the byte at `offset`.
+    static func page(containing offset: Int64) -> Int64 { offset / Int64(systemPageSize) }
 }
+
+/// The pages `bytes` bytes fill, the last one partly.
+func pageCount(bytes: Int) -> Int { (bytes + systemPageSize - 1) / systemPageSize }
 
 /// A read-only shared mapping of a whole file, used only as mincore's window onto the page cache.
 ///
@@ -29,8 +52,8 @@ final class FileMapping: @unchecked Sendable {
 
     deinit { _ = system_munmap(base, length) }
 
-    /// Counts the leading resident pages of `run` (at most `limit`), and the resident pages in all of it
-    /// when `countAll` is set. Pages beyond the mapping count as not resident.
+    /// Counts the leading resident pages of `run`, at most `limit` of them. Pages beyond the mapping count
+    /// as not resident.
     func residentPrefix(of run: PageRun, limit: Int64) -> Int64 {
         let pageSize = Int64(systemPageSize)
         let mappedPages = Int64(length) / pageSize
@@ -207,6 +230,25 @@ enum Residency {
     }()
 
     private static let windows = Mutex<[UInt64: Int]>([:])
+
+    /// The most one readahead call on `device` should ask for: its readahead window, at most `limit`.
+    static func readaheadChunk(device: UInt64, limit: Int) -> Int64 {
+        Int64(max(systemPageSize, min(limit, readaheadWindow(device: device))))
+    }
+
+    /// Asks the kernel to read `[start, end)` into the page cache, in calls of at most `chunk` bytes: one
+    /// larger call silently reads only about the first window's worth (the cap in force_page_cache_ra).
+    static func readAhead(fd: Int32, from start: Int64, to end: Int64, chunk: Int64, call: ReadaheadCall = .fadvise) {
+        var position = start
+        while position < end {
+            let length = min(chunk, end - position)
+            switch call {
+            case .fadvise: _ = system_posix_fadvise(fd, position, length, POSIX_FADV_WILLNEED)
+            case .readahead: _ = system_readahead(fd, position, Int(length))
+            }
+            position += length
+        }
+    }
 
     /// The most one WILLNEED call on this device reads: max(read_ahead_kb, max_sectors_kb), the cap in
     /// the kernel's force_page_cache_ra. Read once per device from sysfs; 128 KiB (the kernel default
