@@ -68,10 +68,10 @@ public final class BufferedFile: Sendable {
         }
         var info = stat()
         _ = system_fstat(fd, &info)
-        let kind = info.st_mode & S_IFMT
-        guard kind == S_IFREG else {
+        let kind = FileKind(info)
+        guard kind == .regular else {
             _ = system_close(fd)
-            if kind == S_IFDIR {
+            if kind == .directory {
                 throw BufferedAIOError(.isDirectory, "'\(path)' is a directory", errno: Errno(rawValue: EISDIR), path: path)
             }
             throw BufferedAIOError(

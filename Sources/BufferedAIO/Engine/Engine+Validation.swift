@@ -66,15 +66,32 @@ extension Engine {
             throw BufferedAIOError(
                 .notOpenForReading, "\(name) is not open for reading", errno: .badFileDescriptor, path: path)
         }
-        switch facts.info.st_mode & S_IFMT {
-        case S_IFREG: return
-        case S_IFDIR:
+        switch FileKind(facts.info) {
+        case .regular: return
+        case .directory:
             throw BufferedAIOError(.isDirectory, "\(name) is a directory", errno: .invalidArgument, path: path)
-        default:
+        case .other:
             throw BufferedAIOError(
                 .notRegularFile,
                 "\(name) is not a regular file: pipes, sockets and devices have no page cache to track; read them with read(2)",
                 errno: .illegalSeek, path: path)
+        }
+    }
+}
+
+/// What kind of file an fstat describes, as far as reads care: only regular files have a page cache to
+/// track.
+package enum FileKind: Sendable {
+    case regular
+    case directory
+    /// A pipe, socket, device or anything else.
+    case other
+
+    package init(_ info: stat) {
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: self = .regular
+        case S_IFDIR: self = .directory
+        default: self = .other
         }
     }
 }

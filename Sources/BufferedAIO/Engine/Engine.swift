@@ -43,10 +43,7 @@ final class Engine: @unchecked Sendable {
         self.configuration = configuration
         let number = engineNumbers.wrappingAdd(1, ordering: .relaxed).oldValue
         self.threadName = "baio-poll-\(number % 100_000)"
-        let fd = system_eventfd()
-        guard fd >= 0 else {
-            throw BufferedAIOError(.systemResource, "eventfd failed", syscall: "eventfd", errno: Errno(rawValue: errno))
-        }
+        let fd = try makeEventFD()
         self.wakeFD = fd
         do throws(BufferedAIOError) {
             self.thread = try PosixThread.start(name: threadName) { [self] in
@@ -89,4 +86,14 @@ final class Engine: @unchecked Sendable {
     }
 
     var isStopped: Bool { stopped.load(ordering: .acquiring) }
+}
+
+/// A non-blocking, close-on-exec eventfd (the engine's wake-up, a context's "events ready"), or the error
+/// that says why there is none.
+func makeEventFD() throws(BufferedAIOError) -> Int32 {
+    let fd = system_eventfd()
+    guard fd >= 0 else {
+        throw BufferedAIOError(.systemResource, "eventfd failed", syscall: "eventfd", errno: Errno(rawValue: errno))
+    }
+    return fd
 }

@@ -62,10 +62,7 @@ final class ReadyQueue: CompletionSink {
     private let fdOpen = Atomic<Bool>(true)
 
     init() throws(BufferedAIOError) {
-        fd = system_eventfd()
-        guard fd >= 0 else {
-            throw BufferedAIOError(.systemResource, "eventfd failed", syscall: "eventfd", errno: Errno(rawValue: errno))
-        }
+        fd = try makeEventFD()
     }
 
     deinit { finishClosing() }
