@@ -179,6 +179,13 @@ public final class IOContext: Sendable {
         }
     }
 
+    /// Takes ready work for getEvents, counting the cached reads' events it moves as completed.
+    private func take(_ count: Int, into events: inout [IOEvent]) -> [Request]? {
+        let before = events.count
+        defer { engine.counters.completed.add(events.count - before) }
+        return queue.take(count, into: &events)
+    }
+
     /// Cancels the pending read with `tag` (the corresponding C function is `io_cancel`).
     ///
     /// A buffered read still waiting for its pages is cancelled: its event arrives with
@@ -187,13 +194,6 @@ public final class IOContext: Sendable {
     /// for file reads too); their events arrive as usual.
     ///
     /// - Returns: Whether a read was cancelled.
-    /// Takes ready work for getEvents, counting the cached reads' events it moves as completed.
-    private func take(_ count: Int, into events: inout [IOEvent]) -> [Request]? {
-        let before = events.count
-        defer { engine.counters.completed.add(events.count - before) }
-        return queue.take(count, into: &events)
-    }
-
     @discardableResult
     public func cancel(tag: UInt64) -> Bool {
         guard let request = queue.cancel(tag: tag) else { return false }
@@ -226,8 +226,6 @@ public final class IOContext: Sendable {
     /// The name of this context's poller thread, as /proc/self/task/*/comm shows it.
     public var pollerThreadName: String { engine.threadName }
 
-    /// Calls `handler` (on the poller thread, or the submitting thread for inline completions) each time
-    /// events become ready; it must not block. For bridges such as libbaio that signal a caller's eventfd.
     /// Keeps the engine's `count` most recently used file mappings (its mincore windows) alive between
     /// requests until ``close()``, instead of unmapping a file when its last request finishes. For libbaio,
     /// whose callers submit one read at a time by descriptor.
@@ -235,6 +233,8 @@ public final class IOContext: Sendable {
         engine.mappings.keepRecent(count)
     }
 
+    /// Calls `handler` (on the poller thread, or the submitting thread for inline completions) each time
+    /// events become ready; it must not block. For bridges such as libbaio that signal a caller's eventfd.
     package func setReadyNotification(_ handler: @escaping @Sendable () -> Void) {
         let box = ReadyHandler(handler)
         queue.notification.withLock { $0 = box }
