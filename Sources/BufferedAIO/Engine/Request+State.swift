@@ -25,8 +25,8 @@ package enum RequestState: UInt8, CaseIterable, Sendable {
 
     /// What happens to a request, named for the moment it happens.
     package enum Event: CaseIterable, Sendable {
-        /// Every page is resident (the poller's pass, or submit found them all), or a direct read ended:
-        /// the poller or submit hands it to the sink.
+        /// The read is ready for the reaper: every page is resident (the poller's pass, or submit found
+        /// them all), the bounded wait gave up (the reaper then reads blocking), or a direct read ended.
         case didBecomeResident
         /// A reaper with nothing ready took a pending read from the poller, to wait for it in a pread.
         case wasClaimedByReaper

@@ -15,7 +15,7 @@ package protocol ResidencyListener: AnyObject, Sendable {
 package struct WatchedRead: Sendable {
     let request: Request
 
-    /// The caller's tag, given to ``ResidencyWatcher/watch(descriptor:facts:offset:length:firstCopy:tag:listener:)``.
+    /// The caller's tag, given to ``ResidencyWatcher/watch(descriptor:facts:offset:length:firstCopy:tag:sink:)``.
     package var tag: UInt64 { request.tag }
 
     /// The engine's pinned duplicate of the caller's descriptor, open until the read is released: it names
@@ -36,7 +36,7 @@ package struct WatchedRead: Sendable {
     }
 }
 
-/// What ``ResidencyWatcher/watch(descriptor:facts:offset:length:firstCopy:tag:listener:)`` found.
+/// What ``ResidencyWatcher/watch(descriptor:facts:offset:length:firstCopy:tag:sink:)`` found.
 package enum WatchOutcome: Sendable {
     /// Every page is resident already (or nothing can tell): finish the read now.
     case resident
