@@ -144,6 +144,33 @@ struct MockedKernelTests {
         #expect(statistics.blockingReads == 1, "\(statistics)")
     }
 
+    @Test("a read that submit finds ready for the reaper can no longer be cancelled, and gives one event")
+    func readyAtSubmitIsNotCancelled() throws {
+        let file = try PatternFile(size: 1 << 20, name: "mock-ready")
+        let length = 32 << 10
+        let buffer = ReadBuffer(length)
+        let start = UInt(bitPattern: buffer.bytes.baseAddress)
+        // RWF_NOWAIT unsupported (as on tmpfs before 5.x) and RWF_NOWAIT-only probing: nothing can tell
+        // residency, so submit hands the read straight to the reaper, which reads it blocking.
+        let mock = SyscallMock.install(forFileOf: file.fd) { call in
+            call.name == .preadv2 && call.address == start ? .fail(EOPNOTSUPP) : .passThrough
+        }
+        defer { mock.remove() }
+        let context = try IOContext(capacity: 4, configuration: Self.configuration())
+        defer { context.close() }
+        try context.submit(ReadRequest(descriptor: file.fd, offset: 4096, length: length, into: buffer.bytes, tag: 3))
+        // It is queued for the reaper, not waiting for pages: too late to cancel (it used to be cancelled
+        // here, and then queued a second time).
+        #expect(!context.cancel(tag: 3))
+        let events = try context.getEvents(minimum: 1, maximum: 2)
+        #expect(events.count == 1)
+        #expect(try events.first?.get() == length)
+        #expect(buffer.prefix(length) == file.expected(4096, length))
+        #expect(try context.getEvents(minimum: 0, maximum: 2).isEmpty)
+        #expect(context.inFlight == 0)
+        #expect(context.statistics.blockingReads == 1)
+    }
+
     @Test("a probe's EIO sends the read to the blocking pread at once, and the pread's EIO is the event's error")
     func probeErrorSurfacesInEvent() throws {
         let file = try PatternFile(size: 1 << 20, name: "mock-eio")
