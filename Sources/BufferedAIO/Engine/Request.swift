@@ -66,15 +66,19 @@ final class Request: @unchecked Sendable {
     var stalls = 0
     /// Whether the request ever stalled: its time to completion then says nothing about the device.
     var stalled = false
-    /// Set when the bounded wait ran out: the reaper reads with a blocking pread at once.
+    /// Set when the bounded wait ran out (or a probe, a direct fallback or a re-arm failed): the reaper
+    /// reads with a blocking pread at once.
     var forceBlocking = false
+    /// Cleared by the stage that meets EOPNOTSUPP from RWF_NOWAIT (submit or the reaper): only blocking
+    /// reads work on this file.
     var nowaitSupported = true
     /// A direct read's libaio progress; the poller drives it, and drops it to fall back to buffered.
     var direct: DirectState?
 
     // MARK: The reaper's once delivered
 
-    /// Bytes already in the caller's buffer (a direct read's bounce copies count here too).
+    /// Bytes already in the caller's buffer: submit's inline prefix, a direct read's bounce copies (made on
+    /// the poller while it owns the request), then the reaper's copies.
     var done = 0
     /// The final result: bytes read, or a negative errno.
     var result = 0
