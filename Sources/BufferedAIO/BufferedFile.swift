@@ -68,10 +68,10 @@ public final class BufferedFile: Sendable {
         }
         var info = stat()
         _ = system_fstat(fd, &info)
-        let kind = info.st_mode & S_IFMT
-        guard kind == S_IFREG else {
+        let kind = FileKind(info)
+        guard kind == .regular else {
             _ = system_close(fd)
-            if kind == S_IFDIR {
+            if kind == .directory {
                 throw BufferedAIOError(.isDirectory, "'\(path)' is a directory", errno: Errno(rawValue: EISDIR), path: path)
             }
             throw BufferedAIOError(
@@ -108,7 +108,7 @@ public final class BufferedFile: Sendable {
     deinit {
         if reportLeak && !isClosed {
             let text = "BufferedAIO: BufferedFile('\(path)') was never closed; closing it in deinit\n"
-            _ = text.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) }
+            _ = text.utf8CString.withUnsafeBufferPointer { system_write(2, $0.baseAddress, $0.count - 1) }
         }
     }
 

@@ -36,11 +36,10 @@ public enum PageCache {
         guard BufferedAIO.Residency.mincoreIsTrustworthy(info) else { return nil }
         let size = Int64(info.st_size)
         let end = min(size, length.map { offset.addingReportingOverflow($0).overflow ? Int64.max : offset + $0 } ?? size)
-        let pageSize = Int64(systemPageSize)
         guard offset >= 0, end > offset else { return Residency(totalPages: 0, residentPages: 0, map: []) }
-        let first = offset / pageSize
-        let pages = (end - 1) / pageSize - first + 1
-        guard let mapping = FileMapping(fd: descriptor, length: Int((end + pageSize - 1) / pageSize * pageSize)) else {
+        let range = PageRun(bytes: offset, end)
+        let (first, pages) = (range.first, range.count)
+        guard let mapping = FileMapping(fd: descriptor, length: Int(range.byteEnd)) else {
             throw .syscall("mmap", Errno(rawValue: errno), fd: descriptor, path: nil, code: .systemResource)
         }
         let missing = mapping.missingRuns(in: PageRun(first: first, count: pages), maximumRuns: withMap ? Int.max : 1)
@@ -94,12 +93,8 @@ public enum PageCache {
         let size = Int64(info.st_size)
         let end = min(size, length.map { offset.addingReportingOverflow($0).overflow ? Int64.max : offset + $0 } ?? size)
         guard offset >= 0, end > offset else { return 0 }
-        let chunk = Int64(min(2 << 20, BufferedAIO.Residency.readaheadWindow(device: UInt64(info.st_dev))))
-        var position = offset
-        while position < end {
-            _ = system_posix_fadvise(descriptor, position, min(chunk, end - position), POSIX_FADV_WILLNEED)
-            position += chunk
-        }
+        let chunk = BufferedAIO.Residency.readaheadChunk(device: UInt64(info.st_dev), limit: 2 << 20)
+        BufferedAIO.Residency.readAhead(fd: descriptor, from: offset, to: end, chunk: chunk)
         let scratchLength = 1 << 20
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchLength, alignment: systemPageSize)
         defer { scratch.deallocate() }
@@ -133,7 +128,7 @@ public enum PageCache {
     /// Drops the file's clean pages from the cache: writes back dirty ones, then
     /// `posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file.
     public static func evict(descriptor: Int32) {
-        _ = fdatasync(descriptor)
+        _ = system_fdatasync(descriptor)
         _ = system_posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED)
     }
 }

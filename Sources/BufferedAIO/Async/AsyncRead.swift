@@ -91,7 +91,14 @@ struct AsyncRead {
         let bounded = try file.boundedLength(offset: offset, count: length)
         let sink = AsyncSink(capacity: bounded ?? 0, alignment: alignment)
         let read = ReadRequest(.file(file), offset: offset, length: bounded ?? length, into: sink.buffer, mode: mode)
-        var started = make(try engine.submit(read, sink: sink), engine: engine, sink: sink)
+        let prepared = try engine.prepare(read)
+        let outcome: Engine.Outcome
+        if let count = prepared.copiedAll {
+            outcome = .finished(engine.finishedRequest(copying: count, of: read, sink: sink))
+        } else {
+            outcome = try engine.start(prepared, sink: sink)
+        }
+        var started = make(outcome, engine: engine, sink: sink)
         started.length = read.length
         return started
     }
@@ -113,7 +120,7 @@ struct AsyncRead {
     static func start(_ prepared: Engine.Prepared, engine: Engine, length: Int) throws(BufferedAIOError) -> AsyncRead {
         let sink = AsyncSink(capacity: length)
         var started = make(
-            try engine.submitSlow(prepared.retargeted(to: sink.buffer), sink: sink), engine: engine, sink: sink)
+            try engine.start(prepared.retargeted(to: sink.buffer), sink: sink), engine: engine, sink: sink)
         started.length = length
         return started
     }
@@ -156,7 +163,7 @@ struct AsyncRead {
     func cancel(engine: Engine) { Self.cancel(request, sink: sink, engine: engine) }
 
     private static func cancel(_ request: Request, sink: AsyncSink, engine: Engine) {
-        guard request.direct == nil && request.transition(from: .pending, to: .cancelled) else { return }
+        guard request.direct == nil && request.handle(.didCancel) == .deliverCancellation else { return }
         engine.counters.cancelled.add(1)
         sink.signal()
     }
@@ -173,7 +180,7 @@ extension BufferedFile {
             let fd = descriptor
         else { return nil }
         var info = stat()
-        guard fstat(fd, &info) == 0 else {
+        guard system_fstat(fd, &info) == 0 else {
             throw .syscall("fstat", Errno(rawValue: errno), fd: fd, path: path, code: .badDescriptor)
         }
         let available = max(0, Int64(info.st_size) - offset)
@@ -204,10 +211,11 @@ extension BufferedFile {
         try Task.checkCancellation()
         let engine = try self.engine.engine
         var read: AsyncRead
-        switch try readCached(fromAbsoluteOffset: offset, count: count, options: options) {
-        case .copied(let bytes): return bytes
-        case .missed(let prepared): read = try AsyncRead.start(prepared, engine: engine, length: count)
-        case .notTried: read = try AsyncRead.start(self, engine: engine, offset: offset, length: count, mode: options.mode)
+        if let (bytes, prepared) = try readCached(fromAbsoluteOffset: offset, count: count, options: options) {
+            if prepared.copiedAll != nil { return bytes }
+            read = try AsyncRead.start(prepared, engine: engine, length: count)
+        } else {
+            read = try AsyncRead.start(self, engine: engine, offset: offset, length: count, mode: options.mode)
         }
         let bytes = try await read.complete(engine: engine)
         return Array(UnsafeRawBufferPointer(rebasing: read.sink.buffer[..<bytes]))
@@ -228,15 +236,13 @@ extension BufferedFile {
         let engine = try self.engine.engine
         var read: AsyncRead
         if options.mode == .buffered && buffer.count > 0 && buffer.count <= engine.configuration.inlineCopyLimit {
-            switch try engine.submitFast(
+            let prepared = try engine.prepare(
                 ReadRequest(.file(self), offset: offset, length: buffer.count, into: buffer, mode: .buffered))
-            {
-            case .copied(let count):
+            if let count = prepared.copiedAll {
                 engine.counters.completed.add(1)
                 return count
-            case .slow(let prepared):
-                read = try AsyncRead.start(prepared, engine: engine, length: buffer.count)
             }
+            read = try AsyncRead.start(prepared, engine: engine, length: buffer.count)
         } else {
             // Bounded by the file's size inside start: a 4 GiB buffer over a 1 GiB file costs 1 GiB of sink.
             read = try AsyncRead.start(self, engine: engine, offset: offset, length: buffer.count, mode: options.mode)
@@ -248,41 +254,31 @@ extension BufferedFile {
         return count
     }
 
-    enum CachedOutcome {
-        case copied([UInt8])
-        /// The fast path's RWF_NOWAIT missed: the slow path reuses its result instead of asking again.
-        case missed(Engine.Prepared)
-        case notTried
-    }
-
     /// The bytes at `offset` if every one of them is cached: one preadv2 into the array that is returned,
-    /// with no request, sink or suspension. Otherwise the prepared read, for the slow path.
+    /// with no request, sink or suspension (then the prepared read's ``Engine/Prepared/copiedAll`` is
+    /// set). Otherwise the prepared read, for the slow path; nil when the fast path does not apply.
     private func readCached(fromAbsoluteOffset offset: Int64, count: Int, options: ReadOptions) throws(BufferedAIOError)
-        -> CachedOutcome
+        -> ([UInt8], Engine.Prepared)?
     {
         let engine = try self.engine.engine
         guard options.mode == .buffered, count > 0, count <= engine.configuration.inlineCopyLimit else {
-            return .notTried
+            return nil
         }
-        var outcome: Engine.FastOutcome? = nil
+        var prepared: Engine.Prepared? = nil
         var failure: BufferedAIOError? = nil
         let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
             do throws(BufferedAIOError) {
-                outcome = try engine.submitFast(
+                prepared = try engine.prepare(
                     ReadRequest(.file(self), offset: offset, length: count, into: UnsafeMutableRawBufferPointer(buffer), mode: .buffered))
             } catch {
                 failure = error
             }
-            if case .copied(let n) = outcome { initialized = n } else { initialized = 0 }
+            initialized = prepared?.copiedAll ?? 0
         }
         if let failure { throw failure }
-        switch outcome {
-        case .copied:
-            engine.counters.completed.add(1)
-            return .copied(bytes)
-        case .slow(let prepared): return .missed(prepared)
-        case nil: return .notTried
-        }
+        guard let prepared else { return nil }
+        if prepared.copiedAll != nil { engine.counters.completed.add(1) }
+        return (bytes, prepared)
     }
 
     /// Reads the whole file, refusing files larger than `maximumSize` so a huge file cannot exhaust memory
@@ -294,7 +290,7 @@ extension BufferedFile {
             throw BufferedAIOError(.closed, "'\(path)' is closed", errno: .badFileDescriptor, path: path)
         }
         var info = stat()
-        guard fstat(fd, &info) == 0 else {
+        guard system_fstat(fd, &info) == 0 else {
             throw BufferedAIOError.syscall("fstat", Errno(rawValue: errno), fd: fd, path: path, code: .badDescriptor)
         }
         guard Int(info.st_size) <= maximumSize else {

@@ -27,9 +27,7 @@ final class DirectState {
         if inPlace {
             bounce = nil
         } else {
-            var pointer: UnsafeMutableRawPointer? = nil
-            _ = posix_memalign(&pointer, max(memoryAlignment, systemPageSize), bounceLength)
-            bounce = pointer
+            bounce = system_posix_memalign(max(memoryAlignment, systemPageSize), bounceLength)
         }
         iocb.initialize(to: CBufferedAIO.iocb())
     }
@@ -103,8 +101,7 @@ extension Engine {
     private func mostlyCached(_ fd: Int32, _ request: Request) -> Bool {
         var stat = cbaio_cachestat()
         if system_cachestat(fd, UInt64(request.offset), UInt64(request.length), &stat) == 0 {
-            let pages = (request.length + systemPageSize - 1) / systemPageSize
-            return Int(stat.nr_cache) * 2 >= pages
+            return Int(stat.nr_cache) * 2 >= pageCount(bytes: request.length)
         }
         var byte: UInt8 = 0
         return system_preadv2(fd, &byte, 1, request.offset, cbaio_RWF_NOWAIT) == 1
@@ -184,7 +181,7 @@ struct DirectIO {
                 continue  // the next chunk is in flight
             }
             engine.counters.directReads.add(1)
-            if request.transition(from: .pending, to: .ready) { ready.append(request) }
+            if request.handle(.didBecomeResident) == .deliver { ready.append(request) }
         }
     }
 
@@ -215,7 +212,7 @@ struct DirectIO {
         engine.counters.directFallbacks.add(1)
         if startBuffered(request) {
             buffered.append(request)
-        } else if request.transition(from: .pending, to: .ready) {
+        } else if request.handle(.didBecomeResident) == .deliver {
             ready.append(request)
         }
     }

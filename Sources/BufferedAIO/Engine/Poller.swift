@@ -121,7 +121,7 @@ struct Poller {
                 checkStall(request, now: now)
             }
             if request.references == 0 || request.forceBlocking {
-                if request.transition(from: .pending, to: .ready) { ready.append(request) }
+                if request.handle(.didBecomeResident) == .deliver { ready.append(request) }
             } else {
                 probed.append(request)
             }
@@ -143,8 +143,8 @@ struct Poller {
             case .mincore(let mapping):
                 confirmed = mapping.residentPrefix(of: run, limit: budget)
             case .nowait:
-                let start = max(run.first * pageSize, request.offset)
-                let end = min(run.end * pageSize, request.offset + Int64(request.length))
+                let start = max(run.byteStart, request.offset)
+                let end = min(run.byteEnd, request.offset + Int64(request.length))
                 let length = Int(min(end - start, Int64(scratchLength), budget * pageSize))
                 let count = system_preadv2(request.fd, scratch, length, start, cbaio_RWF_NOWAIT)
                 if count < 0 {
@@ -160,7 +160,7 @@ struct Poller {
                 } else {
                     // A short count before end of file: the page it stopped in is still missing. (A 0 before
                     // end of file is the 5.9/5.10 RWF_NOWAIT bug; the stall path reads it with pread.)
-                    confirmed = (start + Int64(count)) / pageSize - run.first
+                    confirmed = PageRun.page(containing: start + Int64(count)) - run.first
                 }
             case .none:
                 confirmed = run.count
@@ -220,7 +220,7 @@ struct Poller {
         guard engine.configuration.pollerWaitsForLoneRead, active.count == 1, direct.inFlight.isEmpty else { return nil }
         let request = active[0]
         guard request.state == .pending, request.runIndex < request.runs.count else { return nil }
-        let offset = max(request.runs[request.runIndex].first * Int64(systemPageSize), request.offset)
+        let offset = max(request.runs[request.runIndex].byteStart, request.offset)
         return LoneWait(serial: request.serial, offset: offset)
     }
 
@@ -297,7 +297,7 @@ struct Poller {
             return inbox.requests
         }
         for request in active + leftovers + direct.destroy() {
-            if request.transition(from: .pending, to: .cancelled) { cancelled.append(request) }
+            if request.handle(.didCancel) == .deliverCancellation { cancelled.append(request) }
         }
         active = []
         engine.counters.cancelled.add(cancelled.count)

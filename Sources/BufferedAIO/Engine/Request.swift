@@ -19,26 +19,17 @@ protocol CompletionSink: AnyObject, Sendable {
 ///
 /// Ownership moves with the request: the submitting thread fills it, the poller owns its probe fields
 /// while it is pending, and the reaper owns it once delivered. Each move crosses a lock (the poller's
-/// inbox, the sink's queue), which orders the field accesses; only ``state`` is touched concurrently,
-/// by cancellation.
+/// inbox, the sink's queue), which orders the field accesses; only the state word is touched concurrently,
+/// by cancellation. Its states and legal moves are the table in Request+State.swift.
 final class Request: @unchecked Sendable {
-    enum State: UInt8 {
-        /// Waiting in the poller for pages, or for a direct read's libaio completion.
-        case pending
-        /// Delivered to the sink; the reaper will copy (or return the direct result).
-        case ready
-        /// The result is final.
-        case finished
-        /// Cancelled by the caller or by shutdown; the result is -ECANCELED.
-        case cancelled
-    }
-
     enum Probe {
         case mincore(FileMapping)
         case nowait
         /// RWF_NOWAIT unsupported and mincore untrustworthy: nothing can tell, so the reaper reads.
         case none
     }
+
+    // MARK: Fixed at submit
 
     let serial: UInt64
     let tag: UInt64
@@ -48,6 +39,14 @@ final class Request: @unchecked Sendable {
     let buffer: UnsafeMutableRawPointer?
     let path: String?
     let sink: CompletionSink
+    let submittedAt: ContinuousClock.Instant
+
+    // MARK: Shared: the lifecycle state, changed only through handle(_:)
+
+    let sharedState = Atomic<UInt8>(State.pending.rawValue)
+
+    // MARK: Submit's, then read-only: the pinned descriptors
+
     /// The pinned descriptor: our own duplicate of a caller's descriptor (closed when the request is
     /// freed), or a ``BufferedFile``'s, kept open by ``pin``.
     var fd: Int32 = -1
@@ -55,18 +54,9 @@ final class Request: @unchecked Sendable {
     /// The pinned O_DIRECT descriptor for direct reads, likewise.
     var directFD: Int32 = -1
     var directPin: DescriptorPin?
-    let submittedAt: ContinuousClock.Instant
 
-    let sharedState = Atomic<UInt8>(State.pending.rawValue)
+    // MARK: The poller's while pending (set by submit or a re-arm before the request is enqueued)
 
-    /// Bytes already in the caller's buffer.
-    var done = 0
-    /// The final result: bytes read, or a negative errno.
-    var result = 0
-    /// The syscall behind a negative result, for the error message.
-    var failedCall = "pread"
-
-    // Poller-owned while pending.
     var probe: Probe = .none
     var runs: [PageRun] = []
     var runIndex = 0
@@ -76,11 +66,26 @@ final class Request: @unchecked Sendable {
     var stalls = 0
     /// Whether the request ever stalled: its time to completion then says nothing about the device.
     var stalled = false
-    /// Set when the bounded wait ran out: the reaper reads with a blocking pread at once.
+    /// Set when the bounded wait ran out (or a probe, a direct fallback or a re-arm failed): the reaper
+    /// reads with a blocking pread at once.
     var forceBlocking = false
-    var rearms = 0
+    /// Cleared by the stage that meets EOPNOTSUPP from RWF_NOWAIT (submit or the reaper): only blocking
+    /// reads work on this file.
     var nowaitSupported = true
+    /// A direct read's libaio progress; the poller drives it, and drops it to fall back to buffered.
     var direct: DirectState?
+
+    // MARK: The reaper's once delivered
+
+    /// Bytes already in the caller's buffer: submit's inline prefix, a direct read's bounce copies (made on
+    /// the poller while it owns the request), then the reaper's copies.
+    var done = 0
+    /// The final result: bytes read, or a negative errno.
+    var result = 0
+    /// The syscall behind a negative result, for the error message.
+    var failedCall = "pread"
+    /// How often the reaper sent the request back to the poller.
+    var rearms = 0
 
     init(
         serial: UInt64, tag: UInt64, offset: Int64, length: Int, buffer: UnsafeMutableRawPointer?, path: String?,
@@ -121,20 +126,6 @@ final class Request: @unchecked Sendable {
         return true
     }
 
-    var state: State { State(rawValue: sharedState.load(ordering: .acquiring))! }
-
-    /// Moves `from` → `to` unless someone else moved it first (cancellation races the poller).
-    @discardableResult
-    func transition(from: State, to: State) -> Bool {
-        sharedState.compareExchange(expected: from.rawValue, desired: to.rawValue, ordering: .acquiringAndReleasing)
-            .exchanged
-    }
-
-    func finish(_ result: Int) {
-        self.result = result
-        sharedState.store(State.finished.rawValue, ordering: .releasing)
-    }
-
     /// The event for this request once finished or cancelled.
     var event: IOEvent {
         if state == .cancelled {
@@ -146,13 +137,5 @@ final class Request: @unchecked Sendable {
         let errno = Errno(rawValue: Int32(-result))
         return IOEvent(
             tag: tag, result: .failure(.syscall(failedCall, errno, fd: fd, path: path, code: .readFailed)))
-    }
-
-    /// The pages of `[from, offset + length)`.
-    func pageRun(fromByte from: Int64) -> PageRun {
-        let pageSize = Int64(systemPageSize)
-        let first = from / pageSize
-        let last = (offset + Int64(length) - 1) / pageSize
-        return PageRun(first: first, count: max(0, last - first + 1))
     }
 }

@@ -15,7 +15,7 @@ package protocol ResidencyListener: AnyObject, Sendable {
 package struct WatchedRead: Sendable {
     let request: Request
 
-    /// The caller's tag, given to ``ResidencyWatcher/watch(descriptor:facts:offset:length:firstCopy:tag:listener:)``.
+    /// The caller's tag, given to ``ResidencyWatcher/watch(descriptor:facts:offset:length:firstCopy:tag:sink:)``.
     package var tag: UInt64 { request.tag }
 
     /// The engine's pinned duplicate of the caller's descriptor, open until the read is released: it names
@@ -27,7 +27,7 @@ package struct WatchedRead: Sendable {
     package var stalled: Bool { request.forceBlocking }
 
     /// Withdraws a read still waiting for pages; false if the poller already passed it to the listener.
-    package func cancel() -> Bool { request.transition(from: .pending, to: .cancelled) }
+    package func cancel() -> Bool { request.handle(.didCancel) == .deliverCancellation }
 
     /// Marks the read done once the listener finished it, for the engine's counters.
     package func finished(_ engine: ResidencyWatcher) {
@@ -36,7 +36,7 @@ package struct WatchedRead: Sendable {
     }
 }
 
-/// What ``ResidencyWatcher/watch(descriptor:facts:offset:length:firstCopy:tag:listener:)`` found.
+/// What ``ResidencyWatcher/watch(descriptor:facts:offset:length:firstCopy:tag:sink:)`` found.
 package enum WatchOutcome: Sendable {
     /// Every page is resident already (or nothing can tell): finish the read now.
     case resident
@@ -79,7 +79,7 @@ package final class ResidencyWatcher: Sendable {
         let prepared = Engine.Prepared(
             read: read, fd: descriptor, directFD: -1, path: nil, pins: Engine.FilePins(),
             length: min(length, Engine.maximumReadCount), firstCopy: firstCopy)
-        switch try engine.submitSlow(prepared, sink: sink, checked: facts) {
+        switch try engine.start(prepared, sink: sink, checked: facts) {
         case .finished, .ready: return .resident
         case .pending(let request): return .watching(WatchedRead(request: request))
         }

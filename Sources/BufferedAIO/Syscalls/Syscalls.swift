@@ -1,11 +1,9 @@
 // This file is the one funnel to the kernel: every libc, libaio and raw syscall the engine makes goes
-// through a `system_<cname>` wrapper here, so the errno policy lives in one place.
+// through a `system_<cname>` wrapper here, so the errno policy lives in one place. Each wrapper returns the
+// raw C result (-1 and errno, or the error number where the C function returns it). In debug builds the
+// read and readahead wrappers first ask the test hook in Mocking.swift.
 import CBufferedAIO
 import Glibc
-
-/// The errno of the last failed call on this thread.
-@inline(__always)
-func currentErrno() -> Int32 { errno }
 
 /// Runs `call` until it stops failing with EINTR and returns its raw result.
 ///
@@ -20,33 +18,41 @@ func retryingOnInterrupt<I: FixedWidthInteger>(_ call: () -> I) -> I {
     }
 }
 
-/// A raw result (`-1` and errno on failure) as a `Result`.
-@inline(__always)
-func valueOrErrno<I: FixedWidthInteger>(_ result: I) -> Result<I, Errno> {
-    result == -1 ? .failure(Errno(rawValue: errno)) : .success(result)
-}
-
 // MARK: - Reads
 
 func system_pread(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int, _ offset: Int64) -> Int {
-    retryingOnInterrupt { pread(fd, buffer, count, off_t(offset)) }
+    #if DEBUG
+    if let mocked = mockedResult(.pread, fd, buffer, count, offset) { return mocked }
+    #endif
+    return retryingOnInterrupt { pread(fd, buffer, count, off_t(offset)) }
 }
 
 func system_preadv2(
     _ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int, _ offset: Int64, _ flags: Int32
 ) -> Int {
-    retryingOnInterrupt { cbaio_preadv2(fd, buffer, count, offset, flags) }
+    #if DEBUG
+    if let mocked = mockedResult(.preadv2, fd, buffer, count, offset, flags: flags) { return mocked }
+    #endif
+    return retryingOnInterrupt { cbaio_preadv2(fd, buffer, count, offset, flags) }
 }
 
 // MARK: - Residency and readahead
 
 func system_posix_fadvise(_ fd: Int32, _ offset: Int64, _ length: Int64, _ advice: Int32) -> Int32 {
     // posix_fadvise returns the error number instead of setting errno.
-    posix_fadvise(fd, off_t(offset), off_t(length), advice)
+    #if DEBUG
+    if let mocked = mockedResult(.posixFadvise, fd, nil, Int(length), offset, flags: advice) {
+        return mocked < 0 ? errno : Int32(mocked)
+    }
+    #endif
+    return posix_fadvise(fd, off_t(offset), off_t(length), advice)
 }
 
 func system_readahead(_ fd: Int32, _ offset: Int64, _ count: Int) -> Int {
-    cbaio_readahead(fd, offset, count)
+    #if DEBUG
+    if let mocked = mockedResult(.readahead, fd, nil, count, offset) { return mocked }
+    #endif
+    return cbaio_readahead(fd, offset, count)
 }
 
 func system_mincore(_ address: UnsafeMutableRawPointer, _ length: Int, _ vector: UnsafeMutablePointer<UInt8>) -> Int32 {
@@ -76,6 +82,10 @@ func system_fstat(_ fd: Int32, _ buffer: inout stat) -> Int32 {
     fstat(fd, &buffer)
 }
 
+func system_fdatasync(_ fd: Int32) -> Int32 {
+    retryingOnInterrupt { fdatasync(fd) }
+}
+
 func system_dup_cloexec(_ fd: Int32) -> Int32 {
     cbaio_dup_cloexec(fd)
 }
@@ -95,6 +105,18 @@ func system_close(_ fd: Int32) -> Int32 {
 
 func system_dio_alignment(_ fd: Int32, _ memory: inout UInt32, _ offset: inout UInt32) -> Int32 {
     cbaio_dio_alignment(fd, &memory, &offset)
+}
+
+func system_write(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: Int) -> Int {
+    retryingOnInterrupt { write(fd, buffer, count) }
+}
+
+// MARK: - Memory
+
+/// Memory aligned for O_DIRECT, or nil; posix_memalign returns the error number instead of setting errno.
+func system_posix_memalign(_ alignment: Int, _ length: Int) -> UnsafeMutableRawPointer? {
+    var pointer: UnsafeMutableRawPointer? = nil
+    return posix_memalign(&pointer, alignment, length) == 0 ? pointer : nil
 }
 
 // MARK: - Event descriptors and waiting
@@ -147,6 +169,34 @@ func system_io_getevents(
     Int32(cbaio_sys_io_getevents(context, minimum, maximum, events, timeout))
 }
 
+// MARK: - Threads
+
+func system_sched_yield() {
+    _ = sched_yield()
+}
+
 // MARK: - Process facts
+
+func system_geteuid() -> uid_t { geteuid() }
+
+func system_getegid() -> gid_t { getegid() }
+
+/// The caller's supplementary groups (getgroups(2) asked twice: for the count, then for the list).
+func system_getgroups() -> [gid_t] {
+    let count = getgroups(0, nil)
+    guard count > 0 else { return [] }
+    var groups = [gid_t](repeating: 0, count: Int(count))
+    let got = getgroups(count, &groups)
+    return got > 0 ? Array(groups.prefix(Int(got))) : []
+}
+
+/// The running kernel's release string, such as "6.12.8-amd64"; empty if uname fails.
+func system_uname_release() -> String {
+    var names = utsname()
+    guard uname(&names) == 0 else { return "" }
+    return withUnsafeBytes(of: &names.release) { raw in
+        String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+    }
+}
 
 let systemPageSize: Int = Int(sysconf(Int32(_SC_PAGESIZE)))

@@ -45,7 +45,6 @@ int cbaio_cachestat(int fd, uint64_t offset, uint64_t length, struct cbaio_cache
 // filesystem does not report it. Returns -1 and errno when statx itself fails.
 int cbaio_dio_alignment(int fd, uint32_t *memory_alignment, uint32_t *offset_alignment);
 
-// libaio's io_prep_pread is a static inline; one out-of-line copy keeps the iocb layout in C.
 // prctl is variadic, which Swift cannot call. A poller that sleeps for tens of microseconds needs a timer
 // slack below the 50 us default, or every short sleep becomes a long one.
 int cbaio_set_timer_slack(unsigned long nanoseconds);
@@ -60,10 +59,12 @@ int cbaio_set_thread_name(const char *name);
 // statfs's f_type for `path` (0xEF53 for ext4), or -1 and errno; <sys/vfs.h> is not in Swift's Glibc.
 long cbaio_filesystem_type(const char *path);
 
-// fcntl is variadic too; these are the three commands the engine uses.
+// fcntl is variadic too; these are the two commands the engine uses (F_DUPFD_CLOEXEC and F_GETFL).
 int cbaio_dup_cloexec(int fd);
 int cbaio_get_status_flags(int fd);
 
+// libaio's io_prep_pread is a static inline; one out-of-line copy keeps the iocb layout in C. It also puts
+// `data` in the iocb for the event and, when `eventfd` >= 0, has the kernel signal it (IOCB_FLAG_RESFD).
 void cbaio_prep_pread(struct iocb *iocb, int fd, void *buffer, size_t count, int64_t offset, int eventfd,
                       uint64_t data);
 

@@ -1,16 +1,7 @@
-// This file owns what the engine knows about the page cache: which pages of a range are resident
-// (mincore over a shared mapping, or RWF_NOWAIT probes), where a file has holes, how much one readahead
-// call may ask for, and whether a RWF_NOWAIT miss starts a read on this kernel.
-import CBufferedAIO
+// This file owns the mincore windows onto the page cache: `FileMapping`, a read-only shared mapping of a
+// file, and `MappingCache`, which shares one per open file among the requests that probe it.
 import Glibc
 import Synchronization
-
-/// A run of page indices `[first, first + count)`.
-struct PageRun: Hashable {
-    var first: Int64
-    var count: Int64
-    var end: Int64 { first + count }
-}
 
 /// A read-only shared mapping of a whole file, used only as mincore's window onto the page cache.
 ///
@@ -29,8 +20,8 @@ final class FileMapping: @unchecked Sendable {
 
     deinit { _ = system_munmap(base, length) }
 
-    /// Counts the leading resident pages of `run` (at most `limit`), and the resident pages in all of it
-    /// when `countAll` is set. Pages beyond the mapping count as not resident.
+    /// Counts the leading resident pages of `run`, at most `limit` of them. Pages beyond the mapping count
+    /// as not resident.
     func residentPrefix(of run: PageRun, limit: Int64) -> Int64 {
         let pageSize = Int64(systemPageSize)
         let mappedPages = Int64(length) / pageSize
@@ -155,96 +146,5 @@ final class MappingCache: Sendable {
             entries[key] = WeakMapping(mapping)
             return mapping
         }
-    }
-}
-
-enum Residency {
-    /// Whether mincore tells this caller the truth about the file: the kernel reports every page resident
-    /// unless the caller owns the file (or has CAP_FOWNER) or may write it. Decided from the inode; when
-    /// unsure (ACLs, user namespaces) it answers false and the engine uses RWF_NOWAIT, which is always
-    /// accurate.
-    static func mincoreIsTrustworthy(_ info: stat) -> Bool {
-        let euid = geteuid()
-        if euid == 0 || info.st_uid == euid { return true }
-        if info.st_mode & S_IWOTH != 0 { return true }
-        if info.st_mode & S_IWGRP != 0 {
-            if info.st_gid == getegid() { return true }
-            let count = getgroups(0, nil)
-            if count > 0 {
-                var groups = [gid_t](repeating: 0, count: Int(count))
-                let got = getgroups(count, &groups)
-                if got > 0 && groups.prefix(Int(got)).contains(info.st_gid) { return true }
-            }
-        }
-        return false
-    }
-
-    /// The data segments of `[start, end)` (byte offsets), skipping holes, at most `maximum` of them; the
-    /// rest of the range after the last counted segment is treated as data.
-    static func dataSegments(fd: Int32, start: Int64, end: Int64, maximum: Int = 64) -> [(Int64, Int64)] {
-        // One SEEK_HOLE answers the common case, a file with no hole in the range.
-        let firstHole = system_lseek(fd, start, cbaio_SEEK_HOLE)
-        if firstHole < 0 || firstHole >= end { return [(start, end)] }
-        var segments: [(Int64, Int64)] = []
-        var position = start
-        while position < end {
-            let data = system_lseek(fd, position, cbaio_SEEK_DATA)
-            if data < 0 || data >= end { break }  // ENXIO: only a hole remains
-            if segments.count == maximum - 1 {
-                segments.append((data, end))
-                break
-            }
-            let hole = system_lseek(fd, data, cbaio_SEEK_HOLE)
-            let segmentEnd = hole < 0 ? end : min(hole, end)
-            segments.append((data, segmentEnd))
-            position = segmentEnd
-        }
-        return segments
-    }
-
-    /// Whether a `preadv2(RWF_NOWAIT)` miss starts reading the missing pages. Linux 5.9 made RWF_NOWAIT
-    /// imply IOCB_NOIO; the 2024 change "mm: allow read-ahead with IOCB_NOWAIT set" (Linux 6.12) brought
-    /// readahead back. Before 6.12 the engine must issue WILLNEED for every missing page itself.
-    static let nowaitMissStartsRead: Bool = {
-        var names = utsname()
-        uname(&names)
-        let release = withUnsafeBytes(of: &names.release) { raw in
-            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-        }
-        let numbers = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
-        guard numbers.count == 2 else { return false }
-        return (numbers[0], numbers[1]) >= (6, 12)
-    }()
-
-    private static let windows = Mutex<[UInt64: Int]>([:])
-
-    /// The most one WILLNEED call on this device reads: max(read_ahead_kb, max_sectors_kb), the cap in
-    /// the kernel's force_page_cache_ra. Read once per device from sysfs; 128 KiB (the kernel default
-    /// window) when sysfs does not say.
-    static func readaheadWindow(device: UInt64) -> Int {
-        if let known = windows.withLock({ $0[device] }) { return known }
-        let major = (device >> 8) & 0xfff | (device >> 32) & ~0xfff
-        let minor = device & 0xff | (device >> 12) & ~0xff
-        var window = 128 << 10
-        for base in ["/sys/dev/block/\(major):\(minor)/queue", "/sys/dev/block/\(major):\(minor)/../queue"] {
-            let ra = readSysfsInteger("\(base)/read_ahead_kb")
-            let sectors = readSysfsInteger("\(base)/max_sectors_kb")
-            if ra != nil || sectors != nil {
-                window = max(ra ?? 0, sectors ?? 0) << 10
-                break
-            }
-        }
-        windows.withLock { $0[device] = window }
-        return window
-    }
-
-    private static func readSysfsInteger(_ path: String) -> Int? {
-        let fd = system_open(path, O_RDONLY)
-        guard fd >= 0 else { return nil }
-        defer { _ = system_close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 32)
-        let count = bytes.withUnsafeMutableBytes { system_pread(fd, $0.baseAddress, $0.count, 0) }
-        guard count > 0 else { return nil }
-        return Int(String(decoding: bytes.prefix(count).filter { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self))
     }
 }
