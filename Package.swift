@@ -15,6 +15,9 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         // Property-based tests (Tests/BufferedAIOTests/PropertyTests.swift): generators with shrinking.
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+        // Errno, FileDescriptor and FilePath in the public API: the same types NIO and other Linux
+        // libraries use, so a program that imports both never meets two `Errno`s.
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
     targets: [
         // The only C in the package: what Swift cannot see of libaio, preadv2, cachestat and statx, and a
@@ -26,7 +29,7 @@ let package = Package(
         // The engine (Engine/, Direct/, Syscalls/) and the async API (Async/).
         .target(
             name: "BufferedAIO",
-            dependencies: ["CBufferedAIO"]
+            dependencies: ["CBufferedAIO", .product(name: "SystemPackage", package: "swift-system")]
         ),
         // libbaio's own C: the mremap it interposes to follow a moved ring. Only libbaio links it.
         .target(name: "CBAIOCompat"),

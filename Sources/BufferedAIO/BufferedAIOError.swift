@@ -8,31 +8,62 @@ import Glibc
 /// `pread of '/data/log' at offset 4096 failed: Input/output error (EIO)`.
 public struct BufferedAIOError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What went wrong, in terms a caller can act on.
-    public enum Code: Sendable, Hashable {
-        /// An argument is out of range: a negative offset, an overflowing range, a bad capacity.
-        case invalidArgument
-        /// The descriptor is closed or invalid.
-        case badDescriptor
-        /// The descriptor is not open for reading.
-        case notOpenForReading
-        /// The descriptor names a directory.
-        case isDirectory
+    ///
+    /// A struct with static members rather than an enum, as NIOFileSystem's `FileSystemError.Code` is, so a
+    /// later release can add a code without breaking a client's exhaustive `switch`. Compare with `==` or
+    /// match with `case .closed:` in a switch that has a `default`.
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        enum Kind: Sendable, Hashable {
+            case invalidArgument, badDescriptor, notOpenForReading, isDirectory, notRegularFile, bufferTooSmall
+            case contextClosed, fileClosed, shutDown, wouldBlock, cancelled, openFailed, readFailed, systemResource
+        }
+
+        let kind: Kind
+
+        /// An argument is out of range: a negative offset, an overflowing range, a bad capacity (EINVAL).
+        public static let invalidArgument = Code(kind: .invalidArgument)
+        /// The descriptor is closed or invalid (EBADF).
+        public static let badDescriptor = Code(kind: .badDescriptor)
+        /// The descriptor is not open for reading (EBADF).
+        public static let notOpenForReading = Code(kind: .notOpenForReading)
+        /// The descriptor names a directory (EINVAL, as `io_submit` answers).
+        public static let isDirectory = Code(kind: .isDirectory)
         /// The descriptor is not a regular file (a pipe, socket or device): it has no page cache to track.
-        case notRegularFile
-        /// The destination buffer is smaller than the requested length.
-        case bufferTooSmall
-        /// The context or file was closed.
-        case closed
+        public static let notRegularFile = Code(kind: .notRegularFile)
+        /// The destination buffer is smaller than the requested length (EINVAL).
+        public static let bufferTooSmall = Code(kind: .bufferTooSmall)
+        /// The ``IOContext`` was closed: EINVAL, as `io_submit` and `io_getevents` answer for a destroyed
+        /// context.
+        public static let contextClosed = Code(kind: .contextClosed)
+        /// The ``BufferedFile`` was closed before the read was submitted (EBADF, as for a closed descriptor).
+        public static let fileClosed = Code(kind: .fileClosed)
+        /// The ``ReadEngine`` was shut down: reads in flight end, and new ones are refused, with ECANCELED.
+        public static let shutDown = Code(kind: .shutDown)
         /// The context is full: reap events before submitting more (`io_submit`'s EAGAIN).
-        case wouldBlock
-        /// The request was cancelled before it completed.
-        case cancelled
-        /// The file could not be opened.
-        case openFailed
-        /// The read itself failed; ``errno`` says how (EIO, EFAULT, ...).
-        case readFailed
+        public static let wouldBlock = Code(kind: .wouldBlock)
+        /// The request was cancelled before it completed (ECANCELED).
+        public static let cancelled = Code(kind: .cancelled)
+        /// The file could not be opened; ``BufferedAIOError/errno`` says why.
+        public static let openFailed = Code(kind: .openFailed)
+        /// The read itself failed; ``BufferedAIOError/errno`` says how (EIO, EFAULT, ...).
+        public static let readFailed = Code(kind: .readFailed)
         /// A kernel facility the engine needs failed (eventfd, a thread, io_setup).
-        case systemResource
+        public static let systemResource = Code(kind: .systemResource)
+
+        /// The code's name, for example `contextClosed`.
+        public var description: String { "\(kind)" }
+
+        /// The errno a code stands for when the error carries none.
+        var impliedErrno: Int32 {
+            switch kind {
+            case .invalidArgument, .isDirectory, .bufferTooSmall, .contextClosed: EINVAL
+            case .badDescriptor, .notOpenForReading, .fileClosed: EBADF
+            case .notRegularFile: ESPIPE
+            case .wouldBlock: EAGAIN
+            case .cancelled, .shutDown: ECANCELED
+            case .openFailed, .readFailed, .systemResource: EIO
+            }
+        }
     }
 
     /// What went wrong; see ``Code``.
@@ -43,6 +74,8 @@ public struct BufferedAIOError: Error, Sendable, Hashable, CustomStringConvertib
     public var errno: Errno?
     /// The file concerned, where there is one.
     public var path: String?
+    /// ``path`` as swift-system's type.
+    public var filePath: FilePath? { path.map(FilePath.init(_:)) }
     /// A sentence about the cause.
     public var message: String
 
@@ -58,22 +91,11 @@ public struct BufferedAIOError: Error, Sendable, Hashable, CustomStringConvertib
     /// The message, followed by the errno's text and name when there is one.
     public var description: String {
         guard let errno else { return message }
-        return "\(message): \(errno)"
+        return "\(message): \(errno.textAndName)"
     }
 
     /// The libaio-style negative errno for this error, as `io_event.res` would carry it.
-    public var negatedErrno: Int {
-        if let errno { return -Int(errno.rawValue) }
-        switch code {
-        case .invalidArgument, .isDirectory, .bufferTooSmall: return -Int(EINVAL)
-        case .badDescriptor, .notOpenForReading: return -Int(EBADF)
-        case .notRegularFile: return -Int(ESPIPE)
-        case .closed: return -Int(EBADF)
-        case .wouldBlock: return -Int(EAGAIN)
-        case .cancelled: return -Int(ECANCELED)
-        case .openFailed, .readFailed, .systemResource: return -Int(EIO)
-        }
-    }
+    public var negatedErrno: Int { -Int(errno?.rawValue ?? code.impliedErrno) }
 }
 
 extension BufferedAIOError {

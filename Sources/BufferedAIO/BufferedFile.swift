@@ -102,6 +102,16 @@ public final class BufferedFile: Sendable {
         descriptors.withLock { $0.buffered?.fd }
     }
 
+    /// Opens `path` for reading; see ``init(path:accessPattern:engine:)-(String,_,_)``.
+    public convenience init(
+        path: FilePath, accessPattern: AccessPattern = .normal, engine: ReadEngine? = nil
+    ) throws(BufferedAIOError) {
+        try self.init(path: path.string, accessPattern: accessPattern, engine: engine)
+    }
+
+    /// The buffered descriptor as swift-system's type, or nil once the file is closed; see ``descriptor``.
+    public var fileDescriptor: FileDescriptor? { descriptor.map(FileDescriptor.init(rawValue:)) }
+
     /// Whether direct reads of this file can bypass the cache.
     public var supportsDirect: Bool { descriptors.withLock { $0.direct != nil } }
 

@@ -136,7 +136,7 @@ public final class IOContext: Sendable {
         // Events of cached reads come straight from the queue; delivered requests need the reaper's copy.
         var batch: [Request]
         switch queue.enterWaiter(taking: maximum, minimum: minimum, into: &events) {
-        case .closed: throw BufferedAIOError(.closed, "the context is closed", errno: .invalidArgument)
+        case .closed: throw BufferedAIOError(.contextClosed, "the context is closed", errno: .invalidArgument)
         case .done:
             engine.counters.completed.add(events.count)
             return
@@ -218,13 +218,13 @@ public final class IOContext: Sendable {
     public var eventDescriptor: Int32 { queue.eventDescriptor }
 
     /// What the engine has done so far.
-    public var statistics: Statistics { engine.counters.snapshot() }
+    public var statistics: EngineStatistics { engine.counters.snapshot() }
 
     /// Requests submitted and not yet returned.
     public var inFlight: Int { queue.inFlightCount }
 
-    /// The name of this context's poller thread, as /proc/self/task/*/comm shows it.
-    public var pollerThreadName: String { engine.threadName }
+    /// The name of this context's poller thread, as /proc/self/task/*/comm shows it (for tests).
+    package var pollerThreadName: String { engine.threadName }
 
     /// Keeps the engine's `count` most recently used file mappings (its mincore windows) alive between
     /// requests until ``close()``, instead of unmapping a file when its last request finishes. For libbaio,

@@ -48,6 +48,14 @@ public struct ReadRequest: @unchecked Sendable {
     ) {
         self.init(.descriptor(descriptor), offset: offset, length: length, into: buffer, tag: tag, mode: mode)
     }
+
+    /// A read from a swift-system descriptor; see ``Source/descriptor(_:)``.
+    public init(
+        descriptor: FileDescriptor, offset: Int64, length: Int? = nil, into buffer: UnsafeMutableRawBufferPointer,
+        tag: UInt64 = 0, mode: ReadMode = .buffered
+    ) {
+        self.init(.descriptor(descriptor.rawValue), offset: offset, length: length, into: buffer, tag: tag, mode: mode)
+    }
 }
 
 /// A completed read: the `struct io_event` of this API.

@@ -1,7 +1,7 @@
 // This file owns `baio bench`: a load generator that reports what fio reports (IOPS, MiB/s, completion and
 // submit latency percentiles, CPU per GiB, counting every thread) for the context and the async APIs.
 import ArgumentParser
-import BufferedAIO
+@_spi(Experiments) import BufferedAIO
 import Glibc
 import Histogram
 
@@ -96,7 +96,7 @@ struct Bench: AsyncParsableCommand {
         var cpu = 0.0
         var completion = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
         var submit = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
-        var statistics = Statistics()
+        var statistics = EngineStatistics()
         /// stream: the most chunks in flight seen, and resident memory before and at the peak, in bytes.
         var mostInFlight = 0
         var residentBefore = 0

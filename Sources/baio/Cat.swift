@@ -165,7 +165,7 @@ final class Copier {
     }
 
     /// What the engine has done for this run's regular files (all zero if none was read through it).
-    var statistics: Statistics { context?.statistics ?? Statistics() }
+    var statistics: EngineStatistics { context?.statistics ?? EngineStatistics() }
 
     /// Closes the context (cancelling any read in flight). Idempotent.
     func close() {

@@ -106,7 +106,7 @@ struct Demo: ParsableCommand {
         var reads = 0
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         var mismatch: Int?
-        var statistics = Statistics()
+        var statistics = EngineStatistics()
     }
 
     /// Keeps `queueDepth` reads in flight over a ring of slots, consuming completed blocks in file order so

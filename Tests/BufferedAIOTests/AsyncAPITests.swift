@@ -167,7 +167,7 @@ struct AsyncAPITests {
             _ = try await handle.read(fromAbsoluteOffset: 0, count: 10)
         } throws: { error in
             guard let error = error as? BufferedAIOError else { return false }
-            return error.code == .closed && error.description.contains(file.path)
+            return error.code == .fileClosed && error.description.contains(file.path)
         }
     }
 

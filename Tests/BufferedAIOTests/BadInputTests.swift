@@ -150,14 +150,17 @@ struct BadInputTests {
         #expect(try context.getEvents(minimum: 0, maximum: 5).isEmpty)
     }
 
-    @Test("submit after close, and getEvents after close, fail with closed")
+    @Test("submit after close, and getEvents after close, fail with contextClosed (EINVAL)")
     func afterClose() throws {
         let file = try PatternFile(size: 8192, name: "afterclose")
         let context = try IOContext(capacity: 2)
         context.close()
         let buffer = ReadBuffer(4096)
-        expectError(.closed) { try context.submit(ReadRequest(descriptor: file.fd, offset: 0, into: buffer.bytes)) }
-        expectError(.closed) { _ = try context.getEvents(minimum: 0, maximum: 1) }
+        // EINVAL, as io_submit and io_getevents answer for a destroyed context.
+        expectError(.contextClosed, errno: EINVAL) {
+            try context.submit(ReadRequest(descriptor: file.fd, offset: 0, into: buffer.bytes))
+        }
+        expectError(.contextClosed, errno: EINVAL) { _ = try context.getEvents(minimum: 0, maximum: 1) }
         #expect(context.eventDescriptor == -1)
     }
 
@@ -175,7 +178,7 @@ struct BadInputTests {
         let context = try IOContext(capacity: 2)
         defer { context.close() }
         let buffer = ReadBuffer(4096)
-        expectError(.closed, naming: file.path) {
+        expectError(.fileClosed, errno: EBADF, naming: file.path) {
             try context.submit(ReadRequest(.file(opened), offset: 0, into: buffer.bytes))
         }
         let missing = file.path + ".missing"
@@ -195,5 +198,46 @@ struct BadInputTests {
         try context.submit(ReadRequest(descriptor: file.fd, offset: 0, into: bad, tag: 5))
         let event = try #require(try context.getEvents(minimum: 1, maximum: 1, timeout: .seconds(10)).first)
         #expect(event.rawResult == -Int(EFAULT))
+    }
+
+    @Test("a read through a shut-down engine is refused with shutDown and ECANCELED, naming the file")
+    func afterShutdown() async throws {
+        let file = try PatternFile(size: 8192, name: "shutdown")
+        let engine = try ReadEngine()
+        let opened = try BufferedFile(path: file.path, engine: engine)
+        defer { opened.close() }
+        engine.shutdown()
+        await #expect {
+            _ = try await opened.read(fromAbsoluteOffset: 0, count: 100)
+        } throws: { error in
+            guard let error = error as? BufferedAIOError else { return false }
+            return error.code == .shutDown && error.negatedErrno == -Int(ECANCELED)
+                && error.description.contains(file.path)
+        }
+    }
+
+    @Test("errors speak swift-system's Errno and FilePath; each code's errno is the kernel's for that case")
+    func systemTypes() throws {
+        let missing = FilePath(try Scratch.location.get()).appending("no-such-file")
+        do {
+            _ = try BufferedFile(path: missing)
+            Issue.record("opening a missing file succeeded")
+        } catch {
+            // The same Errno value swift-system's own open reports for this path.
+            var systemErrno: Errno? = nil
+            do { _ = try FileDescriptor.open(missing, .readOnly) } catch { systemErrno = error as? Errno }
+            #expect(error.errno == systemErrno)
+            #expect(error.errno == .noSuchFileOrDirectory)
+            #expect(error.filePath == missing)
+            #expect(error.description.hasSuffix("No such file or directory (ENOENT)"), "\(error)")
+        }
+        let codes: [(BufferedAIOError.Code, Int32)] = [
+            (.invalidArgument, EINVAL), (.badDescriptor, EBADF), (.notOpenForReading, EBADF),
+            (.isDirectory, EINVAL), (.notRegularFile, ESPIPE), (.contextClosed, EINVAL), (.fileClosed, EBADF),
+            (.shutDown, ECANCELED), (.wouldBlock, EAGAIN), (.cancelled, ECANCELED),
+        ]
+        for (code, errno) in codes {
+            #expect(BufferedAIOError(code, "x").negatedErrno == -Int(errno), "\(code)")
+        }
     }
 }

@@ -86,7 +86,7 @@ struct EOFResidencyTests {
         return Self.counters(in: line.dropFirst(EOFChild.marker.count))
     }
 
-    /// `name=value` pairs separated by spaces, as ``Statistics/description`` prints them.
+    /// `name=value` pairs separated by spaces, as ``EngineStatistics/description`` prints them.
     static func counters(in text: Substring) -> [String: Int] {
         var counters: [String: Int] = [:]
         for pair in text.split(separator: " ") {
@@ -132,7 +132,7 @@ struct EOFResidencyChild {
         let size = Int(info.st_size)
         // Inside the last page; from the start of the second-last page.
         let reads = [(size - 1000, 64 << 10), ((size / 4096 - 1) * 4096, 1 << 20)]
-        var total = Statistics()
+        var total = EngineStatistics()
         var equal = true
         switch mode {
         case "context":
@@ -165,7 +165,7 @@ struct EOFResidencyChild {
 
     /// One read through its own IOContext, reaped with a timeout: without one, the reaper would claim
     /// the read and wait in a blocking pread, and the poller's residency check would not be exercised.
-    func readWithContext(_ fd: Int32, offset: Int, length: Int) throws -> ([UInt8], Statistics) {
+    func readWithContext(_ fd: Int32, offset: Int, length: Int) throws -> ([UInt8], EngineStatistics) {
         let context = try IOContext(capacity: 4, configuration: Self.configuration)
         defer { context.close() }
         let buffer = ReadBuffer(length)
@@ -180,7 +180,7 @@ struct EOFResidencyChild {
     /// the oracle's bytes and the engine's counters.
     static func withEngine(
         path: String, evicting fd: Int32, _ body: (BufferedFile) async throws -> ([UInt8], [UInt8])
-    ) async throws -> ([UInt8], [UInt8], Statistics) {
+    ) async throws -> ([UInt8], [UInt8], EngineStatistics) {
         let engine = try ReadEngine(configuration: configuration)
         defer { engine.shutdown() }
         let file = try BufferedFile(path: path, engine: engine)
@@ -204,9 +204,9 @@ struct EOFResidencyChild {
     }
 }
 
-extension Statistics {
+extension EngineStatistics {
     /// Adds every counter of `other`.
-    mutating func add(_ other: Statistics) {
+    mutating func add(_ other: EngineStatistics) {
         submitted += other.submitted
         completed += other.completed
         completedInline += other.completedInline

@@ -4,7 +4,7 @@
 // a plain pread of the file. Without the hook these paths show only when the real page cache happens to
 // lose pages at the right moment (ReadBehaviourTests.evictedBeforeReap retries up to 20 times for that).
 #if DEBUG
-import BufferedAIO
+@_spi(Experiments) import BufferedAIO
 import TestSupport
 import Glibc
 import Synchronization
@@ -36,7 +36,7 @@ struct MockedKernelTests {
     func read(
         _ file: PatternFile, length: Int = 32 << 10, configuration: EngineConfiguration,
         script: @escaping @Sendable (MockedCall, _ intoBuffer: Bool) -> MockedResult
-    ) throws -> (event: IOEvent, buffer: ReadBuffer, statistics: Statistics) {
+    ) throws -> (event: IOEvent, buffer: ReadBuffer, statistics: EngineStatistics) {
         let buffer = ReadBuffer(length)
         let start = UInt(bitPattern: buffer.bytes.baseAddress)
         let end = start + UInt(length)

@@ -1,6 +1,6 @@
 // The engine's reads through IOContext, one test per behaviour, each checked against a plain pread of the
 // same file and, where it matters, against mincore residency.
-import BufferedAIO
+@_spi(Experiments) import BufferedAIO
 import TestSupport
 import Glibc
 import Testing
@@ -13,7 +13,7 @@ struct ReadBehaviourTests {
         _ file: PatternFile, _ ranges: [(Int, Int)], mode: ReadMode = .buffered, capacity: Int? = nil,
         configuration: EngineConfiguration = EngineConfiguration(), useBufferedFile: Bool = false,
         sourceLocation: SourceLocation = #_sourceLocation
-    ) throws -> Statistics {
+    ) throws -> EngineStatistics {
         let context = try IOContext(capacity: capacity ?? Swift.max(ranges.count, 1), configuration: configuration)
         defer { context.close() }
         let opened = useBufferedFile ? try BufferedFile(path: file.path) : nil

@@ -1,7 +1,7 @@
 // An example static-file server: Hummingbird's FileMiddleware over a directory, with either BufferedAIO's
 // provider or Hummingbird's LocalFileSystem (the only difference is the one line in `middleware`).
 // Benchmarks/wrk-compare runs it with each in turn.
-import BufferedAIO
+@_spi(Experiments) import BufferedAIO
 import BufferedAIOHummingbird
 import Hummingbird
 import Glibc

@@ -151,7 +151,7 @@ struct AsyncRead {
         }
         if request.state == .cancelled {
             if engine.isStopped {
-                throw BufferedAIOError(.closed, "the read engine was shut down", errno: .canceled, path: request.path)
+                throw BufferedAIOError(.shutDown, "the read engine was shut down", errno: .canceled, path: request.path)
             }
             throw CancellationError()
         }
@@ -287,7 +287,7 @@ extension BufferedFile {
     /// - Throws: ``BufferedAIOError/Code/invalidArgument`` if the file is larger than `maximumSize`.
     public func readAll(maximumSize: Int, options: ReadOptions = ReadOptions()) async throws -> [UInt8] {
         guard let fd = descriptor else {
-            throw BufferedAIOError(.closed, "'\(path)' is closed", errno: .badFileDescriptor, path: path)
+            throw BufferedAIOError(.fileClosed, "'\(path)' is closed", errno: .badFileDescriptor, path: path)
         }
         var info = stat()
         guard system_fstat(fd, &info) == 0 else {

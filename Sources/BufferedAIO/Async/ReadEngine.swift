@@ -35,11 +35,11 @@ public final class ReadEngine: Sendable {
     public func shutdown() { engine.shutdown() }
 
     /// What the engine has done so far.
-    public var statistics: Statistics { engine.counters.snapshot() }
+    public var statistics: EngineStatistics { engine.counters.snapshot() }
 
     /// Reads the poller held after its last pass; 0 once everything is delivered or dropped.
     package var pollerPending: Int { engine.pollerPending.load(ordering: .relaxed) }
 
-    /// The name of the engine's poller thread, as /proc/self/task/*/comm shows it.
-    public var pollerThreadName: String { engine.threadName }
+    /// The name of the engine's poller thread, as /proc/self/task/*/comm shows it (for tests).
+    package var pollerThreadName: String { engine.threadName }
 }

@@ -12,6 +12,10 @@ public enum ReadMode: Sendable, Hashable {
 }
 
 /// The engine's policies. The defaults suit a local SSD or virtio disk; every field says what it trades.
+///
+/// Switches that exist to measure one design choice against another (which readahead call, which probe,
+/// the two blocking-wait shortcuts) are SPI: `@_spi(Experiments) import BufferedAIO` reaches them, so a
+/// benchmark can, while the public API promises only the tunables a deployment should touch.
 public struct EngineConfiguration: Sendable, Hashable {
     /// Bytes that `submit` may copy inline with `preadv2(RWF_NOWAIT)` when they are already cached.
     /// Larger cached requests are finished by the reaper, so one submit never copies unbounded data.
@@ -42,13 +46,13 @@ public struct EngineConfiguration: Sendable, Hashable {
     /// buffered read from the poller and waits for it in a blocking pread, which wakes the moment the I/O
     /// ends, rather than sleeping until the poller's next pass notices some read. It lowers latency most at
     /// small queue depths; the thread would have blocked anyway.
-    public var reaperWaitsInRead: Bool = true
+    @_spi(Experiments) public var reaperWaitsInRead: Bool = true
 
     /// When one buffered read is pending and the depth has stayed at one for a few device latencies (the
     /// async API, one await at a time), the poller waits for that read's next missing page in a one-byte
     /// blocking pread instead of polling, so the read completes the moment its I/O ends. A read submitted
     /// meanwhile waits at most that one I/O for the poller to notice it (its own I/O has already started).
-    public var pollerWaitsForLoneRead: Bool = true
+    @_spi(Experiments) public var pollerWaitsForLoneRead: Bool = true
 
     /// In ``ReadMode/automatic``, reads at least this long whose first page is not cached go direct.
     public var automaticDirectThreshold: Int = 1 << 20
@@ -61,10 +65,10 @@ public struct EngineConfiguration: Sendable, Hashable {
     public var directBounceLimit: Int = 1 << 20
 
     /// Which syscall starts readahead for missing pages.
-    public var readaheadCall: ReadaheadCall = .fadvise
+    @_spi(Experiments) public var readaheadCall: ReadaheadCall = .fadvise
 
     /// How pending pages are checked.
-    public var residencyProbe: ResidencyProbePolicy = .automatic
+    @_spi(Experiments) public var residencyProbe: ResidencyProbePolicy = .automatic
 
     /// The defaults described on each property.
     public init() {}
@@ -72,7 +76,7 @@ public struct EngineConfiguration: Sendable, Hashable {
 
 /// The syscall that starts reading missing pages into the cache. Both reach the same kernel path
 /// (`force_page_cache_ra`); the choice is measured in docs/benchmarks.md.
-public enum ReadaheadCall: Sendable, Hashable {
+@_spi(Experiments) public enum ReadaheadCall: Sendable, Hashable {
     /// `posix_fadvise(POSIX_FADV_WILLNEED)`.
     case fadvise
     /// `readahead(2)`.
@@ -80,7 +84,7 @@ public enum ReadaheadCall: Sendable, Hashable {
 }
 
 /// How the engine learns that pages are resident.
-public enum ResidencyProbePolicy: Sendable, Hashable {
+@_spi(Experiments) public enum ResidencyProbePolicy: Sendable, Hashable {
     /// mincore where the kernel tells the caller the truth (the caller owns or may write the file),
     /// `preadv2(RWF_NOWAIT)` probes elsewhere.
     case automatic

@@ -54,7 +54,12 @@ extension Engine {
     /// copied every byte, ``Prepared/copiedAll`` says how many and the read is done.
     func prepare(_ read: ReadRequest) throws(BufferedAIOError) -> Prepared {
         guard !isStopped else {
-            throw BufferedAIOError(.closed, "the context is closed", errno: .badFileDescriptor)
+            let (fd, path): (Int32, String?) = switch read.source {
+            case .descriptor(let fd): (fd, nil)
+            case .file(let file): (-1, file.path)
+            }
+            let name = BufferedAIOError.name(fd, path: path)
+            throw BufferedAIOError(.shutDown, "cannot read \(name): the engine is shut down", errno: .canceled, path: path)
         }
         let (fd, directFD, path, pins) = try descriptors(of: read)
         try validate(read, fd: fd, path: path)

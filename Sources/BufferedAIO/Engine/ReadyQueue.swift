@@ -78,7 +78,7 @@ final class ReadyQueue: CompletionSink {
 
     func reserve(capacity: Int) throws(BufferedAIOError) {
         let result: BufferedAIOError? = state.withLock { s in
-            if s.closed { return BufferedAIOError(.closed, "the context is closed", errno: .invalidArgument) }
+            if s.closed { return BufferedAIOError(.contextClosed, "the context is closed", errno: .invalidArgument) }
             if s.outstanding >= capacity {
                 return BufferedAIOError(
                     .wouldBlock, "the context is full (\(capacity) reads in flight): reap events first",

@@ -60,7 +60,7 @@ package final class ResidencyWatcher: Sendable {
     package func shutdown() { engine.shutdown() }
 
     /// What the engine has done so far.
-    package var statistics: Statistics { engine.counters.snapshot() }
+    package var statistics: EngineStatistics { engine.counters.snapshot() }
 
     /// Starts the missing pages of a read the caller already validated and probed, and watches them.
     ///

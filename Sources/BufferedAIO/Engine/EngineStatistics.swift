@@ -2,7 +2,7 @@
 import Synchronization
 
 /// A snapshot of what an engine has done since it started.
-public struct Statistics: Sendable, Hashable, CustomStringConvertible {
+public struct EngineStatistics: Sendable, Hashable, CustomStringConvertible {
     /// Requests accepted by `submit`.
     public var submitted = 0
     /// Requests whose data was all cached, copied inside `submit` with no wait.
@@ -57,7 +57,7 @@ public struct Statistics: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// The live counters behind ``Statistics``. Relaxed atomics: each is an independent tally and no
+/// The live counters behind ``EngineStatistics``. Relaxed atomics: each is an independent tally and no
 /// reader infers anything about memory from its value.
 final class StatisticsCounters: Sendable {
     let submitted = Atomic<Int>(0)
@@ -78,8 +78,8 @@ final class StatisticsCounters: Sendable {
     let directReads = Atomic<Int>(0)
     let directFallbacks = Atomic<Int>(0)
 
-    func snapshot() -> Statistics {
-        var s = Statistics()
+    func snapshot() -> EngineStatistics {
+        var s = EngineStatistics()
         s.submitted = submitted.load(ordering: .relaxed)
         s.completedInline = completedInline.load(ordering: .relaxed)
         s.completed = completed.load(ordering: .relaxed)

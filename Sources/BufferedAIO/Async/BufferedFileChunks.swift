@@ -1,4 +1,4 @@
-// This file owns `FileChunks`, the streaming read: an AsyncSequence that keeps a bounded window of reads in
+// This file owns `BufferedFileChunks`, the streaming read: an AsyncSequence that keeps a bounded window of reads in
 // flight ahead of the consumer and delivers chunks in order.
 
 /// The chunks of a byte range of a file, in order, read ahead through the engine.
@@ -6,7 +6,7 @@
 /// At most ``ReadOptions/window`` reads are in flight at once, and a new one starts only when the
 /// consumer takes a chunk, so a slow consumer holds the memory at `window × chunkLength` bytes. When the
 /// consumer stops iterating or its task is cancelled, the reads still waiting for pages are cancelled.
-public struct FileChunks: AsyncSequence, Sendable {
+public struct BufferedFileChunks: AsyncSequence, Sendable {
     /// One chunk of the file's bytes.
     public typealias Element = [UInt8]
 
@@ -20,7 +20,7 @@ public struct FileChunks: AsyncSequence, Sendable {
         Iterator(file: file, range: range, chunkLength: chunkLength, options: options)
     }
 
-    /// Iterates the chunks; see ``FileChunks``.
+    /// Iterates the chunks; see ``BufferedFileChunks``.
     public final class Iterator: AsyncIteratorProtocol {
         let file: BufferedFile
         let chunkLength: Int
@@ -107,8 +107,8 @@ extension BufferedFile {
     /// for try await chunk in file.chunks(chunkLength: 1 << 20) { consume(chunk) }
     /// ```
     public func chunks(in range: Range<Int64>? = nil, chunkLength: Int = 1 << 20, options: ReadOptions = ReadOptions())
-        -> FileChunks
+        -> BufferedFileChunks
     {
-        FileChunks(file: self, range: range, chunkLength: chunkLength, options: options)
+        BufferedFileChunks(file: self, range: range, chunkLength: chunkLength, options: options)
     }
 }
