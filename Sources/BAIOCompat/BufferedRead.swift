@@ -92,7 +92,7 @@ struct BufferedRead {
             return nil
         }
         var info = stat()
-        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return nil }
+        guard fstat(fd, &info) == 0, FileKind(info) == .regular else { return nil }
         if cb.u.c.flags & resfdFlag != 0 {
             guard Self.isEventFD(Int32(bitPattern: cb.u.c.resfd)) else { return nil }
             eventFD = Int32(bitPattern: cb.u.c.resfd)
