@@ -17,8 +17,7 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
-        // The only C in the package: what Swift cannot see of libaio, preadv2, cachestat and statx, and a
-        // fork handler for a Swift runtime bug (fork_tid.c).
+        // What Swift cannot see of libaio, preadv2, cachestat and statx.
         .target(
             name: "CBufferedAIO",
             linkerSettings: [.linkedLibrary("aio")]
@@ -28,7 +27,8 @@ let package = Package(
             name: "BufferedAIO",
             dependencies: ["CBufferedAIO"]
         ),
-        // libbaio's own C: the mremap it interposes to follow a moved ring. Only libbaio links it.
+        // libbaio's own C: the mremap it interposes to follow a moved ring, and the fork handler for a Swift
+        // runtime bug (fork_tid.c) that C programs which fork meet through libbaio. Only libbaio links it.
         .target(name: "CBAIOCompat"),
         .target(
             name: "BAIOCompat",
