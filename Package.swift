@@ -37,7 +37,7 @@ let package = Package(
         .executableTarget(
             name: "baio",
             dependencies: [
-                "BufferedAIO",
+                "BufferedAIO", "CBufferedAIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]

@@ -350,20 +350,3 @@ struct Bench: AsyncParsableCommand {
             + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
     }
 }
-
-/// CLOCK_MONOTONIC in nanoseconds: per-read timestamps without Duration's 128-bit arithmetic, which showed
-/// as about 2.5 % of a cached QD1 profile (perf record of baio bench --queue-depth 1 on a pinned file).
-func monotonicNanoseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
-}
-
-func nanoseconds(_ duration: Duration) -> UInt64 {
-    let (seconds, attoseconds) = duration.components
-    return UInt64(max(0, seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
-}
-
-func secondsOf(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-}

@@ -331,29 +331,3 @@ struct DDUsageError: Error {
 
     static func warn(_ message: String) { writeStandardError("baio: \(message)\n") }
 }
-
-/// GNU's quoting of names in messages in the C locale: always in single quotes, a quote inside as '\''.
-func quote(_ text: String) -> String {
-    "'" + text.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
-}
-
-/// GNU's `quotef`: the name as it is, unless a shell would need it quoted.
-func quoteIfNeeded(_ text: String) -> String {
-    let plain = text.utf8.allSatisfy { c in
-        (0x30...0x39).contains(c) || (0x41...0x5a).contains(c) || (0x61...0x7a).contains(c)
-            || "+,-./:@_%^".utf8.contains(c)
-    }
-    return plain && !text.isEmpty ? text : quote(text)
-}
-
-/// Writes all of `text` to standard error, retrying short and interrupted writes.
-func writeStandardError(_ text: String) {
-    var bytes = Array(text.utf8)
-    var done = 0
-    while done < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + done, $0.count - done) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { return }
-        done += n
-    }
-}
