@@ -108,7 +108,9 @@ struct ResidencyCommand: ParsableCommand {
                         + (warmed.map { ", \"warmed_bytes\": \($0)" } ?? "") + "}")
             } else {
                 if let warmed {
-                    print("\(path): warmed \(Console.bytes(warmed)) of \(Console.bytes(size)) (confirmed with RWF_NOWAIT reads)")
+                    print(
+                        "\(path): warmed \(Console.bytes(warmed)) of \(Console.bytes(size)) (confirmed with RWF_NOWAIT reads)"
+                    )
                 } else if evict {
                     print("\(path): evicted (POSIX_FADV_DONTNEED)")
                 }

@@ -5,15 +5,16 @@
 // or hang (docs/libaio-dropin.md, "A Swift runtime bug in forked children").
 import Foundation
 import Glibc
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Fork under libbaio", .serialized, .timeLimit(.minutes(5)))
 struct ForkTests {
     static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Compat/fork_reads.c").path
 
-    @Test("a libaio program that forks reads right in every child, from two threads at once, and the parent still reads")
+    @Test(
+        "a libaio program that forks reads right in every child, from two threads at once, and the parent still reads")
     func childrenReadThroughLibbaio() throws {
         let library = try #require(Libbaio.library, "libBAIOCompat.so was not built next to the tests")
         // Not Scratch.location: the bug needs no ext4, and this test must not be skipped where there is none.

@@ -49,7 +49,8 @@ struct Cat: ParsableCommand {
     @Flag(name: [.customShort("A"), .customLong("show-all")], help: "Equivalent to -vET.")
     var showAll = false
 
-    @Flag(name: [.customShort("b"), .customLong("number-nonblank")], help: "Number nonempty output lines, overrides -n.")
+    @Flag(
+        name: [.customShort("b"), .customLong("number-nonblank")], help: "Number nonempty output lines, overrides -n.")
     var numberNonblank = false
 
     @Flag(name: .customShort("e"), help: "Equivalent to -vE.")
@@ -183,7 +184,8 @@ final class Copier {
     private lazy var standardInputClosed: Bool = {
         var target = [CChar](repeating: 0, count: 64)
         let n = readlink("/proc/self/fd/0", &target, target.count - 1)
-        return n > 0 && String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self).hasPrefix("anon_inode:")
+        return n > 0
+            && String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self).hasPrefix("anon_inode:")
     }()
 
     /// Copies one operand; reports its failure on standard error.
@@ -233,7 +235,9 @@ final class Copier {
 
     /// Copies `[start, end)` of a regular file through the engine, in order. Returns where the copy
     /// stopped (`end`, or earlier if the file shrank meanwhile), or the outcome that ends this file.
-    private func copyThroughEngine(_ fd: Int32, _ name: String, from start: Int64, to end: Int64) -> Result<Int64, OutcomeBox> {
+    private func copyThroughEngine(
+        _ fd: Int32, _ name: String, from start: Int64, to end: Int64
+    ) -> Result<Int64, OutcomeBox> {
         let context: IOContext
         do {
             context = try makeContext()
@@ -241,7 +245,8 @@ final class Copier {
             // No engine (no threads, no eventfd): the copy still happens, with read(2).
             return .success(start)
         }
-        let reader = SequentialReader(.descriptor(fd), context: context, from: start, to: end, chunk: chunkSize, buffers: window)
+        let reader = SequentialReader(
+            .descriptor(fd), context: context, from: start, to: end, chunk: chunkSize, buffers: window)
         defer { reader.close() }
         var position = start
         while true {

@@ -102,7 +102,8 @@ struct DDCopier {
         let (size, overflow) = o.seekRecords.multipliedReportingOverflow(by: o.outputBlockSize)
         if !o.conversions.contains(.notrunc) && (overflow || size.addingReportingOverflow(o.seekBytes).overflow) {
             throw DDFailure(
-                "offset too large: cannot truncate to a length of seek=\(o.seekRecords) (\(o.outputBlockSize)-byte) blocks")
+                "offset too large: cannot truncate to a length of seek=\(o.seekRecords) (\(o.outputBlockSize)-byte) blocks"
+            )
         }
         var fd: Int32 = -1
         if o.seekRecords > 0 { fd = open(path, flags | O_RDWR, 0o666) }
@@ -116,8 +117,10 @@ struct DDCopier {
                 // on (to fail at the seek, past ext4's size limit) and exits 1 at the end.
                 if fstat(fd, &info) == 0 && info.st_mode & S_IFMT == S_IFREG {
                     DDUsageError.warn(
-                        DDFailure("failed to truncate to \(size + o.seekBytes) bytes in output file \(quote(path))",
-                                  errno: code).message)
+                        DDFailure(
+                            "failed to truncate to \(size + o.seekBytes) bytes in output file \(quote(path))",
+                            errno: code
+                        ).message)
                     truncateFailed = true
                 }
             }
@@ -212,7 +215,8 @@ struct DDCopier {
             file.close()
             throw DDFailure("cannot create an IO context: \(error)")
         }
-        let input = SequentialReader(.file(file), context: context, from: start, to: max(start, end), chunk: chunk, mode: mode)
+        let input = SequentialReader(
+            .file(file), context: context, from: start, to: max(start, end), chunk: chunk, mode: mode)
         defer {
             input.close()
             context.close()
@@ -222,7 +226,8 @@ struct DDCopier {
             do {
                 return try input.next()
             } catch {
-                throw DDFailure("error reading \(quote(file.path))", errno: Int32(truncatingIfNeeded: -error.negatedErrno))
+                throw DDFailure(
+                    "error reading \(quote(file.path))", errno: Int32(truncatingIfNeeded: -error.negatedErrno))
             }
         }
 
@@ -278,7 +283,8 @@ struct DDCopier {
             dropper?.consumed(upTo: position)
             if n < o.inputBlockSize { counts.readPartial += 1 } else { counts.readFull += 1 }
             // One record: written whole, counted full only if it is a whole block.
-            try write(try conversion.convert(UnsafeRawBufferPointer(start: input.buffer.baseAddress!, count: n)), to: output)
+            try write(
+                try conversion.convert(UnsafeRawBufferPointer(start: input.buffer.baseAddress!, count: n)), to: output)
         }
         if interrupted { return }
         try conversion.finish(output)

@@ -19,7 +19,9 @@ final class DDPlainInput {
     var quiet: Bool
     private var previousRead = 0
 
-    init(fd: Int32, name: String, blockSize: Int, fullBlock: Bool, direct: Bool, warnPartialRead: Bool, quiet: Bool)
+    init(
+        fd: Int32, name: String, blockSize: Int, fullBlock: Bool, direct: Bool, warnPartialRead: Bool, quiet: Bool
+    )
         throws(DDFailure)
     {
         self.fd = fd
