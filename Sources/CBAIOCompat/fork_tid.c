@@ -126,7 +126,7 @@ static int find_modules(struct dl_phdr_info *info, size_t size, void *unused) {
 
 // One line on standard error under BAIO_STATS (any value but empty or 0, as Registry.swift reads it) when a
 // kind of cache was not found: then a forked child that uses libbaio can hang or trap, and nothing else says
-// why. Written in the parent at its first fork, with write(2) and no allocation.
+// why. Written once, by the parent, at its first fork.
 static void report_if_inactive(void) {
     const char *stats = getenv("BAIO_STATS");
     if (stats == NULL || stats[0] == 0 || strcmp(stats, "0") == 0) return;
