@@ -20,8 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
     targets: [
-        // The only C in the package: what Swift cannot see of libaio, preadv2, cachestat and statx, and a
-        // fork handler for a Swift runtime bug (fork_tid.c).
+        // What Swift cannot see of libaio, preadv2, cachestat and statx.
         .target(
             name: "CBufferedAIO",
             linkerSettings: [.linkedLibrary("aio")]
@@ -31,7 +30,8 @@ let package = Package(
             name: "BufferedAIO",
             dependencies: ["CBufferedAIO", .product(name: "SystemPackage", package: "swift-system")]
         ),
-        // libbaio's own C: the mremap it interposes to follow a moved ring. Only libbaio links it.
+        // libbaio's own C: the mremap it interposes to follow a moved ring, and the fork handler for a Swift
+        // runtime bug (fork_tid.c) that C programs which fork meet through libbaio. Only libbaio links it.
         .target(name: "CBAIOCompat"),
         .target(
             name: "BAIOCompat",
@@ -40,7 +40,7 @@ let package = Package(
         .executableTarget(
             name: "baio",
             dependencies: [
-                "BufferedAIO",
+                "BufferedAIO", "CBufferedAIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]

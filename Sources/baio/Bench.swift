@@ -57,10 +57,16 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "stream: microseconds the consumer sleeps per chunk (a slow consumer).")
     var consumerDelay: Int = 0
 
-    @Flag(help: "Never let a waiting reaper take a pending read into a blocking pread (EngineConfiguration.reaperWaitsInRead).")
+    @Flag(
+        help:
+            "Never let a waiting reaper take a pending read into a blocking pread (EngineConfiguration.reaperWaitsInRead)."
+    )
     var noReaperWaits = false
 
-    @Flag(help: "Never let the poller wait in a pread for a lone pending read (EngineConfiguration.pollerWaitsForLoneRead).")
+    @Flag(
+        help:
+            "Never let the poller wait in a pread for a lone pending read (EngineConfiguration.pollerWaitsForLoneRead)."
+    )
     var noPollerWaits = false
 
     func validate() throws {
@@ -94,7 +100,8 @@ struct Bench: AsyncParsableCommand {
         var bytes = 0
         var wall = 0.0
         var cpu = 0.0
-        var completion = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        var completion = Histogram<UInt64>(
+            highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
         var submit = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
         var statistics = EngineStatistics()
         /// stream: the most chunks in flight seen, and resident memory before and at the peak, in bytes.
@@ -149,7 +156,9 @@ struct Bench: AsyncParsableCommand {
     }
 
     func runContext(_ opened: BufferedFile, blocks: Int) throws -> Result {
-        let (walk, blockSize, queueDepth, mode) = (Walk(blocks: blocks, sequential: pattern == "sequential"), blockSize, queueDepth, readMode)
+        let (walk, blockSize, queueDepth, mode) = (
+            Walk(blocks: blocks, sequential: pattern == "sequential"), blockSize, queueDepth, readMode
+        )
         let context = try IOContext(capacity: queueDepth, configuration: engineConfiguration)
         defer { context.close() }
         let buffers = (0..<queueDepth).map { _ in
@@ -203,7 +212,8 @@ struct Bench: AsyncParsableCommand {
     func runAsync(_ opened: BufferedFile, blocks: Int) async throws -> Result {
         let engine = try ReadEngine(configuration: engineConfiguration)
         defer { engine.shutdown() }
-        let file = try BufferedFile(path: self.file, accessPattern: pattern == "random" ? .random : .normal, engine: engine)
+        let file = try BufferedFile(
+            path: self.file, accessPattern: pattern == "random" ? .random : .normal, engine: engine)
         defer { file.close() }
         let cpuStart = Self.cpuSeconds()
         let start = ContinuousClock.now
@@ -294,7 +304,8 @@ struct Bench: AsyncParsableCommand {
                 ("block_size", "\(blockSize)"), ("queue_depth", "\(queueDepth)"), ("reads", "\(result.reads)"),
                 ("seconds", formatted(result.wall, places: 3)), ("iops", formatted(iops, places: 1)),
                 ("mib_per_s", formatted(mibs, places: 1)), ("cpu_percent", formatted(cpuPercent, places: 1)),
-                ("cpu_us_per_read", formatted(cpuPerRead, places: 2)), ("cpu_s_per_gib", formatted(cpuPerGiB, places: 3)),
+                ("cpu_us_per_read", formatted(cpuPerRead, places: 2)),
+                ("cpu_s_per_gib", formatted(cpuPerGiB, places: 3)),
                 ("clat_p50_us", formatted(us(result.completion, 50), places: 1)),
                 ("clat_p99_us", formatted(us(result.completion, 99), places: 1)),
                 ("clat_p999_us", formatted(us(result.completion, 99.9), places: 1)),
@@ -315,7 +326,9 @@ struct Bench: AsyncParsableCommand {
             "completion latency us: p50 \(formatted(us(result.completion, 50))) p99 \(formatted(us(result.completion, 99))) "
                 + "p99.9 \(formatted(us(result.completion, 99.9)))")
         if result.submit.totalCount > 0 {
-            print("submit latency us: p50 \(formatted(us(result.submit, 50), places: 2)) p99 \(formatted(us(result.submit, 99), places: 2))")
+            print(
+                "submit latency us: p50 \(formatted(us(result.submit, 50), places: 2)) p99 \(formatted(us(result.submit, 99), places: 2))"
+            )
         }
         print(
             "CPU: \(formatted(cpuPercent))% of one core, \(formatted(cpuPerRead)) us per read, "
@@ -349,21 +362,4 @@ struct Bench: AsyncParsableCommand {
         return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
             + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: per-read timestamps without Duration's 128-bit arithmetic, which showed
-/// as about 2.5 % of a cached QD1 profile (perf record of baio bench --queue-depth 1 on a pinned file).
-func monotonicNanoseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
-}
-
-func nanoseconds(_ duration: Duration) -> UInt64 {
-    let (seconds, attoseconds) = duration.components
-    return UInt64(max(0, seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
-}
-
-func secondsOf(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
 }

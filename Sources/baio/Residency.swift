@@ -104,11 +104,13 @@ struct ResidencyCommand: ParsableCommand {
         guard let residency else {
             if json {
                 print(
-                    "{\"path\": \(Self.quoted(path)), \"bytes\": \(size), \"known\": false"
+                    "{\"path\": \(jsonQuoted(path)), \"bytes\": \(size), \"known\": false"
                         + (warmed.map { ", \"warmed_bytes\": \($0)" } ?? "") + "}")
             } else {
                 if let warmed {
-                    print("\(path): warmed \(Console.bytes(warmed)) of \(Console.bytes(size)) (confirmed with RWF_NOWAIT reads)")
+                    print(
+                        "\(path): warmed \(Console.bytes(warmed)) of \(Console.bytes(size)) (confirmed with RWF_NOWAIT reads)"
+                    )
                 } else if evict {
                     print("\(path): evicted (POSIX_FADV_DONTNEED)")
                 }
@@ -123,7 +125,7 @@ struct ResidencyCommand: ParsableCommand {
         let map = Self.map(residency.map, columns: columns)
         if json {
             print(
-                "{\"path\": \(Self.quoted(path)), \"bytes\": \(size), \"known\": true, \"pages\": \(residency.totalPages), "
+                "{\"path\": \(jsonQuoted(path)), \"bytes\": \(size), \"known\": true, \"pages\": \(residency.totalPages), "
                     + "\"resident_pages\": \(residency.residentPages), \"resident_bytes\": \(residentBytes), "
                     + "\"map\": \"\(map)\"}")
             return true
@@ -153,23 +155,5 @@ struct ResidencyCommand: ParsableCommand {
             text.append(resident == end - first ? "#" : resident == 0 ? "." : "+")
         }
         return text
-    }
-
-    /// `text` as a JSON string literal.
-    static func quoted(_ text: String) -> String {
-        var result = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": result += "\\\""
-            case "\\": result += "\\\\"
-            case "\n": result += "\\n"
-            case "\t": result += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: result.unicodeScalars.append(scalar)
-            }
-        }
-        return result + "\""
     }
 }

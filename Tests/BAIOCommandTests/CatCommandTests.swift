@@ -1,10 +1,12 @@
 // End-to-end tests of `baio cat`, run as the built binary beside GNU cat on the same operands: the oracle is
 // cat's standard output byte for byte, its exit status, and its messages with "cat:" read as "baio:".
 import Glibc
-import Testing
 import TestSupport
+import Testing
 
-@Suite("baio cat against GNU cat", .serialized, .timeLimit(.minutes(5)), .enabled(if: Scratch.available, Scratch.skipReason))
+@Suite(
+    "baio cat against GNU cat", .serialized, .timeLimit(.minutes(5)),
+    .enabled(if: Scratch.available, Scratch.skipReason))
 struct CatCommandTests {
     static let cat = "/bin/cat"
 
@@ -28,7 +30,9 @@ struct CatCommandTests {
     /// Reports where two outputs first differ, instead of printing megabytes of bytes.
     func expectSameOutput(_ ours: [UInt8], _ theirs: [UInt8], sourceLocation: SourceLocation) {
         guard ours != theirs else { return }
-        let at = zip(ours, theirs).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(ours.count, theirs.count)
+        let at =
+            zip(ours, theirs).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+            ?? min(ours.count, theirs.count)
         let window = { (bytes: [UInt8]) in Array(bytes[min(at, bytes.count)..<min(at + 16, bytes.count)]) }
         Issue.record(
             "standard output differs from cat's at byte \(at) of \(ours.count)/\(theirs.count): baio \(window(ours)), cat \(window(theirs))",
@@ -43,7 +47,9 @@ struct CatCommandTests {
         }.joined(separator: "\n")
     }
 
-    func sh(_ script: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> (ours: Child.Ended, theirs: Child.Ended) {
+    func sh(
+        _ script: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> (ours: Child.Ended, theirs: Child.Ended) {
         let baio = try baio()
         let ours = try Child.shell(script.replacingCat(with: "\(quoted(baio)) cat"))
         let theirs = try Child.shell(script.replacingCat(with: Self.cat))
@@ -170,7 +176,8 @@ struct CatCommandTests {
         #expect(full.status == 1)
         #expect(full.stderr == "baio: write error: No space left on device\n")
         // SIGPIPE ignored (as by some service managers): EPIPE is a write error too.
-        let (broken, _) = try sh("trap '' PIPE; { cat \(quoted(file.path)); echo \"status $?\" >&2; } | (exec 0<&-; sleep 0.2)")
+        let (broken, _) = try sh(
+            "trap '' PIPE; { cat \(quoted(file.path)); echo \"status $?\" >&2; } | (exec 0<&-; sleep 0.2)")
         #expect(broken.stderr == "baio: write error: Broken pipe\nstatus 1\n")
     }
 
@@ -262,7 +269,9 @@ struct CatCommandTests {
         #expect(result.status == 0, "\(result)")
         #expect(result.stdout == file.expected(0, file.size))
         #expect(result.stderr.hasPrefix("\r") && result.stderr.hasSuffix("\n"), "\(result.stderr.debugDescription)")
-        #expect(result.stderr.contains("baio: \(file.path): 32.0 MiB of 32.0 MiB (100%)"), "\(result.stderr.debugDescription)")
+        #expect(
+            result.stderr.contains("baio: \(file.path): 32.0 MiB of 32.0 MiB (100%)"),
+            "\(result.stderr.debugDescription)")
         let quiet = try Child.run([try baio(), "cat", file.path])
         #expect(quiet.stderr.isEmpty, "no progress line when standard error is not a terminal")
     }
@@ -340,7 +349,9 @@ extension CatCommandTests {
         var split = [UInt8](repeating: UInt8(ascii: "a"), count: 4095) + [13, 10] + Array("\n\n\n\t\r\r\n".utf8)
         split += [UInt8](repeating: 10, count: 5000)
         var generator = SeededGenerator(seed: 11)
-        let pieces: [[UInt8]] = [[13, 10], [10], [10, 10, 10], [9], [13], [0], [255], [127], Array("line".utf8), [200]]
+        let pieces: [[UInt8]] = [
+            [13, 10], [10], [10, 10, 10], [9], [13], [0], [255], [127], Array("line".utf8), [200],
+        ]
         var large: [UInt8] = []
         while large.count < 3 << 20 { large += pieces[Int(generator.next() % UInt64(pieces.count))] }
         let contents: [(String, [UInt8])] = [

@@ -2,8 +2,8 @@
 // same output bytes, the same record counts and sizes in the summary, and the same exit status.
 import Foundation
 import Glibc
-import Testing
 import TestSupport
+import Testing
 
 /// One row of the comparison: operands given verbatim to both tools, and how input and output are set up.
 struct DDRow: Sendable, CustomTestStringConvertible {
@@ -107,8 +107,10 @@ let ddOperandErrors: [(operands: String, message: String)] = [
     ("bs=", "baio: invalid number: ''\n"),
     ("count=abc", "baio: invalid number: 'abc'\n"),
     ("skip=1e", "baio: invalid number: '1e'\n"),
-    ("bs=99999999999999999999999",
-     "baio: invalid number: '99999999999999999999999': Value too large for defined data type\n"),
+    (
+        "bs=99999999999999999999999",
+        "baio: invalid number: '99999999999999999999999': Value too large for defined data type\n"
+    ),
     ("iflag=foo", "baio: invalid input flag: 'foo'\nTry 'baio dd --help' for more information.\n"),
     ("oflag=fullblock", "baio: invalid output flag: 'fullblock'\nTry 'baio dd --help' for more information.\n"),
     ("conv=bar", "baio: invalid conversion: 'bar'\nTry 'baio dd --help' for more information.\n"),
@@ -148,7 +150,8 @@ private struct Summary: Equatable {
     var copied: String?
 
     init(_ stderr: String, tool: String) {
-        let transfer = /(\d+ bytes? (\([0-9.]+ [kMGT]?B(, [0-9.]+ [KMGT]iB)?\) )?copied), [0-9.e+-]+ s, ([0-9.]+ [kMGTPE]B|Infinity B)\/s/
+        let transfer =
+            /(\d+ bytes? (\([0-9.]+ [kMGT]?B(, [0-9.]+ [KMGT]iB)?\) )?copied), [0-9.e+-]+ s, ([0-9.]+ [kMGTPE]B|Infinity B)\/s/
         for line in stderr.split(separator: "\n").map(String.init) {
             if let match = line.wholeMatch(of: transfer) {
                 copied = String(match.1)
@@ -232,8 +235,9 @@ struct DDCommandTests {
         let ourSummary = Summary(ours.stderr, tool: "baio")
         let theirSummary = Summary(theirs.stderr, tool: "dd")
         #expect(ourSummary.lines == theirSummary.lines, "baio:\n\(ours.stderr)\nGNU:\n\(theirs.stderr)")
-        #expect(ourSummary.copied != nil && ourSummary.copied == theirSummary.copied,
-                "baio:\n\(ours.stderr)\nGNU:\n\(theirs.stderr)")
+        #expect(
+            ourSummary.copied != nil && ourSummary.copied == theirSummary.copied,
+            "baio:\n\(ours.stderr)\nGNU:\n\(theirs.stderr)")
         if row.operands.contains("conv=sparse") {
             // Holes in, holes out: the same allocation as GNU dd's sparse copy, far less than the size.
             let ours = allocatedBlocks(baioOutput)
@@ -273,7 +277,8 @@ struct DDCommandTests {
         #expect(input.residentPages() == 0)
     }
 
-    @Test("operand errors: dd's message, exit status 1, nothing opened or created", arguments: 0..<ddOperandErrors.count)
+    @Test(
+        "operand errors: dd's message, exit status 1, nothing opened or created", arguments: 0..<ddOperandErrors.count)
     func operandErrors(_ index: Int) throws {
         let baio = try #require(Baio.path)
         try #require(Scratch.available, Scratch.skipReason)
@@ -333,7 +338,8 @@ struct DDCommandTests {
             "\(shellQuoted(baio)) dd if=\(shellQuoted(input.path)) bs=4K status=progress > \(shellQuoted(output))")
         let clean = contents(output) == input.expected(0, Self.inputSize)
         #expect(clean, "progress output mixed into the data")
-        #expect(progress.stderr.hasPrefix("256+1 records in\n256+1 records out\n1048699 bytes (1.0 MB, 1.0 MiB) copied, "))
+        #expect(
+            progress.stderr.hasPrefix("256+1 records in\n256+1 records out\n1048699 bytes (1.0 MB, 1.0 MiB) copied, "))
     }
 
     @Test("status=progress refreshes one line in place on stderr during a long copy")
@@ -344,8 +350,9 @@ struct DDCommandTests {
             "\(shellQuoted(baio)) dd if=/dev/zero bs=64K count=40 status=progress | (sleep 1.2; cat > /dev/null)")
         let stderr = result.stderr
         #expect(stderr.hasPrefix("\r"), "no progress line: \(stderr.debugDescription)")
-        #expect(stderr.contains(/^\r\d+ bytes \([^)]*\) copied, \d+ s, [0-9.]+ [kMG]B\/s/),
-                "progress shows whole seconds: \(stderr.debugDescription)")
+        #expect(
+            stderr.contains(/^\r\d+ bytes \([^)]*\) copied, \d+ s, [0-9.]+ [kMG]B\/s/),
+            "progress shows whole seconds: \(stderr.debugDescription)")
         #expect(stderr.contains("\n40+0 records in\n40+0 records out\n2621440 bytes (2.6 MB, 2.5 MiB) copied, "))
     }
 
@@ -390,10 +397,12 @@ struct DDCommandTests {
     func help() throws {
         let help = try Baio.run(["dd", "--help"])
         #expect(help.status == 0)
-        for text in ["if=FILE", "of=FILE", "bs=BYTES", "ibs=BYTES", "obs=BYTES", "count=N", "skip=N", "seek=N",
-                     "iflag=FLAGS", "oflag=FLAGS", "conv=CONVS", "status=LEVEL", "fullblock", "count_bytes",
-                     "skip_bytes", "seek_bytes", "nocache", "direct", "notrunc", "sparse", "fdatasync", "noxfer",
-                     "progress", "Examples:", "baio dd if=", "Exit status"] {
+        for text in [
+            "if=FILE", "of=FILE", "bs=BYTES", "ibs=BYTES", "obs=BYTES", "count=N", "skip=N", "seek=N",
+            "iflag=FLAGS", "oflag=FLAGS", "conv=CONVS", "status=LEVEL", "fullblock", "count_bytes",
+            "skip_bytes", "seek_bytes", "nocache", "direct", "notrunc", "sparse", "fdatasync", "noxfer",
+            "progress", "Examples:", "baio dd if=", "Exit status",
+        ] {
             #expect(help.stdout.contains(text), "help lacks \(text)")
         }
         let root = try Baio.run(["--help"])

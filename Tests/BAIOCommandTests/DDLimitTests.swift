@@ -4,8 +4,8 @@
 // allocation trap (exit 134) and skip=1000000000000 bs=1M exited 0.
 import Foundation
 import Glibc
-import Testing
 import TestSupport
+import Testing
 
 /// One comparison: operands after `if=INPUT of=OUTPUT` (or with `< INPUT` / `> OUTPUT`), and what the run
 /// must show whatever GNU says (so a GNU that changed its mind is noticed too).
@@ -23,18 +23,24 @@ struct DDLimitRow: Sendable, CustomTestStringConvertible {
 let ddLimitRows: [DDLimitRow] = [
     // 1 TiB and 100 GiB exceed this machine's memory (the kernel's overcommit heuristic refuses them); GNU
     // dies without a summary.
-    DDLimitRow(operands: "bs=1T count=1", status: 1,
-               message: "memory exhausted by input buffer of size 1099511627776 bytes (1.0 TiB)"),
-    DDLimitRow(operands: "bs=100G count=1", status: 1,
-               message: "memory exhausted by input buffer of size 107374182400 bytes (100 GiB)"),
-    DDLimitRow(operands: "ibs=1T", status: 1,
-               message: "memory exhausted by input buffer of size 1099511627776 bytes (1.0 TiB)"),
-    DDLimitRow(operands: "obs=1T", status: 1,
-               message: "memory exhausted by output buffer of size 1099511627776 bytes (1.0 TiB)"),
-    DDLimitRow(operands: "bs=1T conv=swab", status: 1,
-               message: "memory exhausted by input buffer of size 1099511627776 bytes (1.0 TiB)"),
-    DDLimitRow(operands: "bs=1T", redirected: true, status: 1,
-               message: "memory exhausted by input buffer of size 1099511627776 bytes (1.0 TiB)"),
+    DDLimitRow(
+        operands: "bs=1T count=1", status: 1,
+        message: "memory exhausted by input buffer of size 1099511627776 bytes (1.0 TiB)"),
+    DDLimitRow(
+        operands: "bs=100G count=1", status: 1,
+        message: "memory exhausted by input buffer of size 107374182400 bytes (100 GiB)"),
+    DDLimitRow(
+        operands: "ibs=1T", status: 1,
+        message: "memory exhausted by input buffer of size 1099511627776 bytes (1.0 TiB)"),
+    DDLimitRow(
+        operands: "obs=1T", status: 1,
+        message: "memory exhausted by output buffer of size 1099511627776 bytes (1.0 TiB)"),
+    DDLimitRow(
+        operands: "bs=1T conv=swab", status: 1,
+        message: "memory exhausted by input buffer of size 1099511627776 bytes (1.0 TiB)"),
+    DDLimitRow(
+        operands: "bs=1T", redirected: true, status: 1,
+        message: "memory exhausted by input buffer of size 1099511627776 bytes (1.0 TiB)"),
     // No record is read, so no buffer is needed.
     DDLimitRow(operands: "bs=1T count=0", status: 0, message: "0+0 records in"),
     // A block size the machine can hold, over a small file: the engine's buffer is the file's size.
@@ -42,28 +48,35 @@ let ddLimitRows: [DDLimitRow] = [
     // skip= past ext4's 16 TiB limit: lseek says EINVAL; past off_t: EOVERFLOW. Both stop with the summary.
     DDLimitRow(operands: "skip=1000000000000 bs=1M", status: 1, message: ": cannot skip: Invalid argument"),
     DDLimitRow(operands: "skip=16T iflag=skip_bytes", status: 1, message: ": cannot skip: Invalid argument"),
-    DDLimitRow(operands: "skip=10000000000000 bs=1M", status: 1,
-               message: ": cannot skip: Value too large for defined data type"),
-    DDLimitRow(operands: "skip=1000000000000 bs=1M", redirected: true, status: 1,
-               message: "'standard input': cannot skip: Invalid argument"),
+    DDLimitRow(
+        operands: "skip=10000000000000 bs=1M", status: 1,
+        message: ": cannot skip: Value too large for defined data type"),
+    DDLimitRow(
+        operands: "skip=1000000000000 bs=1M", redirected: true, status: 1,
+        message: "'standard input': cannot skip: Invalid argument"),
     // Past the end of the file but within the limits: only a warning.
     DDLimitRow(operands: "skip=15T iflag=skip_bytes", status: 0, message: ": cannot skip to specified offset"),
-    DDLimitRow(operands: "skip=100 bs=1M", redirected: true, status: 0,
-               message: "'standard input': cannot skip to specified offset"),
+    DDLimitRow(
+        operands: "skip=100 bs=1M", redirected: true, status: 0,
+        message: "'standard input': cannot skip to specified offset"),
     // seek= past the limit: the truncation fails (reported, not fatal), then the seek (fatal, summary).
     DDLimitRow(operands: "seek=1000000000000 bs=1M", status: 1, message: ": cannot seek: Invalid argument"),
-    DDLimitRow(operands: "seek=1000000000000 bs=1M conv=notrunc", status: 1, message: ": cannot seek: Invalid argument"),
-    DDLimitRow(operands: "seek=10000000000000 bs=1M conv=notrunc", status: 1,
-               message: ": cannot seek: Value too large for defined data type"),
+    DDLimitRow(
+        operands: "seek=1000000000000 bs=1M conv=notrunc", status: 1, message: ": cannot seek: Invalid argument"),
+    DDLimitRow(
+        operands: "seek=10000000000000 bs=1M conv=notrunc", status: 1,
+        message: ": cannot seek: Value too large for defined data type"),
     DDLimitRow(operands: "seek=10000000000000 bs=1M", status: 1, message: "offset too large: cannot truncate"),
-    DDLimitRow(operands: "seek=1000000000000 bs=1M", redirected: true, status: 1,
-               message: "'standard output': cannot seek: Invalid argument"),
+    DDLimitRow(
+        operands: "seek=1000000000000 bs=1M", redirected: true, status: 1,
+        message: "'standard output': cannot seek: Invalid argument"),
 ]
 
 @Suite("baio dd at the limits", .serialized, .timeLimit(.minutes(2)))
 struct DDLimitTests {
-    @Test("baio dd says what GNU dd says, with its exit status, for sizes and offsets nothing can meet",
-          arguments: ddLimitRows)
+    @Test(
+        "baio dd says what GNU dd says, with its exit status, for sizes and offsets nothing can meet",
+        arguments: ddLimitRows)
     func matchesGNU(_ row: DDLimitRow) throws {
         let baio = try #require(Baio.path)
         try #require(Scratch.available, Scratch.skipReason)
@@ -79,8 +92,9 @@ struct DDLimitTests {
             let i = quoted(input.path)
             let o = quoted(output)
             let files = row.redirected ? "< \(i) > \(o)" : "if=\(i) of=\(o)"
-            let result = try Baio.run(executable: "/bin/sh", ["-c", "\(tool) \(files) \(row.operands)"],
-                                      environment: ["LC_ALL": "C", "PATH": "/usr/bin:/bin"])
+            let result = try Baio.run(
+                executable: "/bin/sh", ["-c", "\(tool) \(files) \(row.operands)"],
+                environment: ["LC_ALL": "C", "PATH": "/usr/bin:/bin"])
             // Only the first MiB: seek= rows leave sparse files whose size is the offset.
             var bytes: [UInt8]? = nil
             let fd = open(output, O_RDONLY)
@@ -118,8 +132,9 @@ struct DDLimitTests {
         close(fd)
         defer { unlink(path) }
         func run(_ tool: String) throws -> (status: Int32, stderr: String) {
-            let result = try Baio.run(executable: "/bin/sh", ["-c", "\(tool) if=\(quoted(path)) of=/dev/null bs=3G"],
-                                      environment: ["LC_ALL": "C", "PATH": "/usr/bin:/bin"])
+            let result = try Baio.run(
+                executable: "/bin/sh", ["-c", "\(tool) if=\(quoted(path)) of=/dev/null bs=3G"],
+                environment: ["LC_ALL": "C", "PATH": "/usr/bin:/bin"])
             return (result.status, result.stderr.replacing(/, [0-9.e+-]+ s, [^\n]*/, with: ""))
         }
         let ours = try run("\(quoted(baio)) dd")

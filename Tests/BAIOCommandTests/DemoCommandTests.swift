@@ -1,18 +1,23 @@
 // End-to-end tests of `baio demo`, `baio bench` and the root command, run as the built binary.
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 enum Baio {
     /// The `baio` executable next to this test bundle (in the same build directory).
     static var path: String? { builtProduct("baio") }
 
-    static func run(_ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
-        try run(executable: try #require(path, "baio was not built next to the tests"), arguments, environment: environment)
+    static func run(
+        _ arguments: [String], environment: [String: String]? = nil
+    ) throws -> (status: Int32, stdout: String, stderr: String) {
+        try run(
+            executable: try #require(path, "baio was not built next to the tests"), arguments, environment: environment)
     }
 
     /// Runs any program to completion and returns its status and output.
-    static func run(executable: String, _ arguments: [String], environment: [String: String]? = nil) throws
+    static func run(
+        executable: String, _ arguments: [String], environment: [String: String]? = nil
+    ) throws
         -> (status: Int32, stdout: String, stderr: String)
     {
         let process = Process()
@@ -27,7 +32,9 @@ enum Baio {
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
         let stderr = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+        return (
+            process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self)
+        )
     }
 }
 
@@ -38,7 +45,8 @@ struct DemoCommandTests {
         let result = try Baio.run(["demo", "--size", "32M", "--block-size", "256K"])
         #expect(result.status == 0, "stderr: \(result.stderr)")
         #expect(result.stdout.contains("verified: yes"))
-        #expect(result.stdout.contains("pages resident before: 0/8192"), "the sample was not evicted:\n\(result.stdout)")
+        #expect(
+            result.stdout.contains("pages resident before: 0/8192"), "the sample was not evicted:\n\(result.stdout)")
         #expect(result.stdout.contains("pages resident after: "), "\(result.stdout)")
     }
 

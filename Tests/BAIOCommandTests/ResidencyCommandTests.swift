@@ -2,10 +2,12 @@
 // own mapping (PatternFile.residentPages), and for callers mincore lies to, the truth as root sees it.
 import Foundation
 import Glibc
-import Testing
 import TestSupport
+import Testing
 
-@Suite("baio residency against mincore", .serialized, .timeLimit(.minutes(3)), .enabled(if: Scratch.available, Scratch.skipReason))
+@Suite(
+    "baio residency against mincore", .serialized, .timeLimit(.minutes(3)),
+    .enabled(if: Scratch.available, Scratch.skipReason))
 struct ResidencyCommandTests {
     func baio() throws -> String { try #require(Baio.path, "baio was not built next to the tests") }
 
@@ -29,7 +31,10 @@ struct ResidencyCommandTests {
         let result = try Child.run([try baio(), "residency", "--evict", file.path])
         #expect(result.status == 0, "\(result)")
         #expect(file.residentPages() == 0)
-        #expect(text(result) == "\(file.path): 0/12288 pages resident (0 B of 48.0 MiB, 0.0%)\n[\(String(repeating: ".", count: 64))]\n")
+        #expect(
+            text(result)
+                == "\(file.path): 0/12288 pages resident (0 B of 48.0 MiB, 0.0%)\n[\(String(repeating: ".", count: 64))]\n"
+        )
     }
 
     @Test("--warm leaves every page resident, as mincore confirms, and the map shows all")
@@ -40,7 +45,8 @@ struct ResidencyCommandTests {
         #expect(result.status == 0, "\(result)")
         #expect(file.residentPages() == 10241)
         #expect(
-            text(result) == "\(file.path): 10241/10241 pages resident (40.0 MiB of 40.0 MiB, 100.0%)\n[\(String(repeating: "#", count: 64))]\n",
+            text(result)
+                == "\(file.path): 10241/10241 pages resident (40.0 MiB of 40.0 MiB, 100.0%)\n[\(String(repeating: "#", count: 64))]\n",
             "\(text(result))")
     }
 
@@ -53,7 +59,9 @@ struct ResidencyCommandTests {
         defer { close(reader) }
         posix_fadvise(reader, 0, 0, POSIX_FADV_RANDOM)
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        for offset in stride(from: 0, to: 16 << 20, by: 1 << 20) { _ = pread(reader, &buffer, buffer.count, off_t(offset)) }
+        for offset in stride(from: 0, to: 16 << 20, by: 1 << 20) {
+            _ = pread(reader, &buffer, buffer.count, off_t(offset))
+        }
         let before = file.residentPages()
         let result = try Child.run([try baio(), "residency", "--width", "16", file.path])
         let after = file.residentPages()
@@ -74,12 +82,17 @@ struct ResidencyCommandTests {
         let empty = try PatternFile(size: 0, name: "res-empty")
         first.warm()
         let directory = try Scratch.location.get()
-        let result = try Child.run([try baio(), "residency", first.path, "/nonexistent/baio-res", directory, empty.path])
+        let result = try Child.run([
+            try baio(), "residency", first.path, "/nonexistent/baio-res", directory, empty.path,
+        ])
         #expect(result.status == 1, "\(result)")
         #expect(
             result.stderr
                 == "baio: /nonexistent/baio-res: No such file or directory\nbaio: \(directory): Is a directory\n")
-        #expect(text(result) == "\(first.path): 3/3 pages resident (12.0 KiB of 12.0 KiB, 100.0%)\n[###]\n\(empty.path): 0/0 pages resident (0 B of 0 B)\n")
+        #expect(
+            text(result)
+                == "\(first.path): 3/3 pages resident (12.0 KiB of 12.0 KiB, 100.0%)\n[###]\n\(empty.path): 0/0 pages resident (0 B of 0 B)\n"
+        )
         let fifo = "\(directory)/baio-res-fifo-\(getpid())"
         try #require(mkfifo(fifo, 0o600) == 0)
         defer { unlink(fifo) }
@@ -97,11 +110,14 @@ struct ResidencyCommandTests {
         #expect(result.status == 0, "\(result)")
         #expect(
             text(result)
-                == "\(file.path): residency unknown: the kernel reports every page resident to a caller that neither owns nor may write the file\n")
+                == "\(file.path): residency unknown: the kernel reports every page resident to a caller that neither owns nor may write the file\n"
+        )
         #expect(file.residentPages() == 0, "as root, mincore says the file is still evicted")
         let warmed = try Child.run(drop + ["--warm", file.path])
         #expect(warmed.status == 0, "\(warmed)")
-        #expect(text(warmed).hasPrefix("\(file.path): warmed 16.0 MiB of 16.0 MiB (confirmed with RWF_NOWAIT reads)\n"), "\(text(warmed))")
+        #expect(
+            text(warmed).hasPrefix("\(file.path): warmed 16.0 MiB of 16.0 MiB (confirmed with RWF_NOWAIT reads)\n"),
+            "\(text(warmed))")
         #expect(file.residentPages() == 4096, "--warm as a non-owner really cached the file")
         let evicted = try Child.run(drop + ["--evict", file.path])
         #expect(evicted.status == 0, "\(evicted)")

@@ -4,8 +4,8 @@
 // IOContext) run as uid 65534 with byte-exact skip= and count=; the oracle is pread of the same range.
 import Glibc
 import PropertyBased
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Property: unprivileged baio dd equals pread", .serialized, .timeLimit(.minutes(2)))
 struct UnprivilegedPropertyTests {

@@ -1,5 +1,5 @@
 // For the self-contained libbaio.so.1, whose Swift runtime is linked in: does its fork handler
-// (Sources/CBufferedAIO/fork_tid.c) still clear Swift's cached thread ids in a forked child? The caches now
+// (Sources/CBAIOCompat/fork_tid.c) still clear Swift's cached thread ids in a forked child? The caches now
 // live in libbaio.so.1's own TLS block, not in a libswiftCore.so. The program runs with libbaio preloaded,
 // reads through it (which fills the main thread's caches: the registry's Mutex, the runtime's once-locks),
 // forks, and prints what the caches hold in the parent and in the child. Their offsets in libbaio's TLS

@@ -1,4 +1,5 @@
-// This header is libbaio's own C: what its Swift cannot define (a variadic libc function to interpose).
+// This header is libbaio's own C: what its Swift cannot define (a variadic libc function to interpose). The
+// target's other file, fork_tid.c, declares nothing: it registers its fork handler when libbaio loads.
 #ifndef CBAIOCOMPAT_H
 #define CBAIOCOMPAT_H
 

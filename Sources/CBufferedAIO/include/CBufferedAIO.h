@@ -98,9 +98,4 @@ int cbaio_cas_u64(uint64_t *address, uint64_t expected, uint64_t desired);
 // A 32-bit load with acquire order, for the kernel's ring words that user code may read and write.
 uint32_t cbaio_load_acquire_u32(const uint32_t *address);
 
-// Where the calling thread's cached thread ids are (libswiftCore's, and the Mutex caches of the module this
-// is linked into): fork_tid.c clears them in forked children, where the inherited values break the locks
-// taken under them. Fills up to `capacity` addresses and returns how many; 0 where no symbol table says.
-size_t cbaio_swift_cached_tid_addresses(int32_t **addresses, size_t capacity);
-
 #endif

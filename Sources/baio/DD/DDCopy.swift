@@ -1,63 +1,12 @@
 // This file owns `baio dd`'s copy: the input (a regular file through the engine with a window of reads in
 // flight, or DDPlainInput for pipes and devices), dd's record logic and GNU dd's summary. The ends (input,
-// output, conversions) are in DDStreams.swift, the number formatting in DDFormat.swift. The structure
+// output, conversions) are in DDStreams.swift, the failure and counters in DDBasics.swift, the number
+// formatting in DDFormat.swift. The structure
 // follows coreutils 9.x dd.c (`dd_copy`, `iwrite`, `print_stats`) so results match.
 import BufferedAIO
+import CBufferedAIO
 import Glibc
 import Synchronization
-
-/// Glibc's O_DIRECT, which Swift does not import (it is defined only under _GNU_SOURCE).
-#if arch(x86_64)
-let oDirect: Int32 = 0o40000
-#else
-let oDirect: Int32 = 0o200000
-#endif
-
-/// A failure after operands were accepted: GNU's message (without the `baio: ` prefix).
-struct DDFailure: Error {
-    let message: String
-    /// GNU's `die` (memory exhausted) exits without the summary that its `quit` (every other failure) prints.
-    var printsSummary = true
-    init(_ message: String) { self.message = message }
-    init(_ what: String, errno code: Int32) { message = "\(what): \(String(cString: strerror(code)))" }
-
-    /// GNU's `alloc_ibuf`/`alloc_obuf` failure: "memory exhausted by input buffer of size 1099511627776
-    /// bytes (1.0 TiB)", no summary.
-    static func memoryExhausted(_ which: String, size: Int) -> DDFailure {
-        var failure = DDFailure(
-            "memory exhausted by \(which) buffer of size \(size) bytes (\(humanReadable(UInt64(size), base: 1024)))")
-        failure.printsSummary = false
-        return failure
-    }
-}
-
-/// The kernel's MAX_RW_COUNT: the most one read(2) returns (`bs=3G` reads are short, as with GNU dd).
-let ddMaximumRead: Int64 = 0x7fff_f000
-
-/// dd's counters, as the summary prints them: records in are counted by the copy, the rest by the output.
-struct DDCounts {
-    var readFull = 0
-    var readPartial = 0
-    var writtenFull = 0
-    var writtenPartial = 0
-    var bytesWritten: Int64 = 0
-}
-
-/// Allocates `count` bytes aligned for oDirect, or nil (GNU reports "memory exhausted" instead of dying).
-/// Free it with `free` (``UnsafeMutableRawBufferPointer/deallocate()`` does).
-func allocateAligned(_ count: Int) -> UnsafeMutableRawBufferPointer? {
-    var pointer: UnsafeMutableRawPointer?
-    guard count >= 0, posix_memalign(&pointer, 4096, max(count, 1)) == 0, let pointer else { return nil }
-    return UnsafeMutableRawBufferPointer(start: pointer, count: count)
-}
-
-/// Whether `count` bytes could be allocated now, asked as GNU dd's `alignalloc` asks (and then given back):
-/// the engine's reader allocates only what the file holds, but `bs=1T` must still fail as GNU's does.
-func canAllocate(_ count: Int) -> Bool {
-    guard let buffer = allocateAligned(count) else { return false }
-    buffer.deallocate()
-    return true
-}
 
 // MARK: - The copy
 
@@ -105,11 +54,11 @@ struct DDCopier {
         var inputInfo = stat()
         if let path = o.input {
             var flags = O_RDONLY | O_CLOEXEC
-            if o.inputFlags.contains(.direct) { flags |= oDirect }
+            if o.inputFlags.contains(.direct) { flags |= cbaio_O_DIRECT }
             inputFD = open(path, flags)
             guard inputFD >= 0 else { throw DDFailure("failed to open \(quote(path))", errno: errno) }
         } else if o.inputFlags.contains(.direct) {
-            _ = fcntl(0, F_SETFL, fcntl(0, F_GETFL) | oDirect)
+            _ = fcntl(0, F_SETFL, fcntl(0, F_GETFL) | cbaio_O_DIRECT)
         }
         defer { if o.input != nil { Glibc.close(inputFD) } }
         guard fstat(inputFD, &inputInfo) == 0 else {
@@ -139,11 +88,11 @@ struct DDCopier {
     private mutating func openOutput() throws(DDFailure) -> Int32 {
         let o = operands
         guard let path = o.output else {
-            if o.outputFlags.contains(.direct) { _ = fcntl(1, F_SETFL, fcntl(1, F_GETFL) | oDirect) }
+            if o.outputFlags.contains(.direct) { _ = fcntl(1, F_SETFL, fcntl(1, F_GETFL) | cbaio_O_DIRECT) }
             return 1
         }
         var flags = O_CLOEXEC
-        if o.outputFlags.contains(.direct) { flags |= oDirect }
+        if o.outputFlags.contains(.direct) { flags |= cbaio_O_DIRECT }
         if o.outputFlags.contains(.dsync) { flags |= O_DSYNC }
         if o.outputFlags.contains(.sync) { flags |= O_SYNC }
         if !o.conversions.contains(.nocreat) { flags |= O_CREAT }
@@ -153,7 +102,8 @@ struct DDCopier {
         let (size, overflow) = o.seekRecords.multipliedReportingOverflow(by: o.outputBlockSize)
         if !o.conversions.contains(.notrunc) && (overflow || size.addingReportingOverflow(o.seekBytes).overflow) {
             throw DDFailure(
-                "offset too large: cannot truncate to a length of seek=\(o.seekRecords) (\(o.outputBlockSize)-byte) blocks")
+                "offset too large: cannot truncate to a length of seek=\(o.seekRecords) (\(o.outputBlockSize)-byte) blocks"
+            )
         }
         var fd: Int32 = -1
         if o.seekRecords > 0 { fd = open(path, flags | O_RDWR, 0o666) }
@@ -167,8 +117,10 @@ struct DDCopier {
                 // on (to fail at the seek, past ext4's size limit) and exits 1 at the end.
                 if fstat(fd, &info) == 0 && info.st_mode & S_IFMT == S_IFREG {
                     DDUsageError.warn(
-                        DDFailure("failed to truncate to \(size + o.seekBytes) bytes in output file \(quote(path))",
-                                  errno: code).message)
+                        DDFailure(
+                            "failed to truncate to \(size + o.seekBytes) bytes in output file \(quote(path))",
+                            errno: code
+                        ).message)
                     truncateFailed = true
                 }
             }
@@ -263,7 +215,8 @@ struct DDCopier {
             file.close()
             throw DDFailure("cannot create an IO context: \(error)")
         }
-        let input = SequentialReader(.file(file), context: context, from: start, to: max(start, end), chunk: chunk, mode: mode)
+        let input = SequentialReader(
+            .file(file), context: context, from: start, to: max(start, end), chunk: chunk, mode: mode)
         defer {
             input.close()
             context.close()
@@ -273,7 +226,8 @@ struct DDCopier {
             do {
                 return try input.next()
             } catch {
-                throw DDFailure("error reading \(quote(file.path))", errno: Int32(truncatingIfNeeded: -error.negatedErrno))
+                throw DDFailure(
+                    "error reading \(quote(file.path))", errno: Int32(truncatingIfNeeded: -error.negatedErrno))
             }
         }
 
@@ -329,7 +283,8 @@ struct DDCopier {
             dropper?.consumed(upTo: position)
             if n < o.inputBlockSize { counts.readPartial += 1 } else { counts.readFull += 1 }
             // One record: written whole, counted full only if it is a whole block.
-            try write(try conversion.convert(UnsafeRawBufferPointer(start: input.buffer.baseAddress!, count: n)), to: output)
+            try write(
+                try conversion.convert(UnsafeRawBufferPointer(start: input.buffer.baseAddress!, count: n)), to: output)
         }
         if interrupted { return }
         try conversion.finish(output)

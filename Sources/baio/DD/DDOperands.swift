@@ -64,7 +64,8 @@ struct DDOperands {
         var count = Int.max
         for operand in operands {
             if operand.hasPrefix("-") && !operand.contains("=") {
-                let text = operand.hasPrefix("--")
+                let text =
+                    operand.hasPrefix("--")
                     ? "unrecognized option '\(operand)'" : "invalid option -- '\(operand.dropFirst().prefix(1))'"
                 throw DDUsageError(text, suggestHelp: true)
             }
@@ -153,7 +154,8 @@ struct DDOperands {
         } else {
             seekRecords = seek
         }
-        warnPartialRead = !reblocks && !inputFlags.contains(.fullblock)
+        warnPartialRead =
+            !reblocks && !inputFlags.contains(.fullblock)
             && (skipRecords > 0 || (maxRecords > 0 && maxRecords < Int.max)
                 || inputFlags.contains(.direct) || outputFlags.contains(.direct))
         if conversions.isSuperset(of: [.excl, .nocreat]) {
@@ -228,7 +230,8 @@ struct DDOperands {
                 return (Int.max, .overflow)
             }
             if product == 0 && text.hasPrefix("0x") {
-                DDUsageError.warn("warning: \(quote("0x")) is a zero multiplier; use \(quote("00x")) if that is intended")
+                DDUsageError.warn(
+                    "warning: \(quote("0x")) is a zero multiplier; use \(quote("00x")) if that is intended")
             }
             return (product, nil)
         }
@@ -252,7 +255,12 @@ struct DDOperands {
         while let c = q.first, (0x30...0x39).contains(c) {
             let (times, o1) = value.multipliedReportingOverflow(by: 10)
             let (plus, o2) = times.addingReportingOverflow(UInt64(c - 0x30))
-            if o1 || o2 { failure = .overflow; value = .max } else if failure == nil { value = plus }
+            if o1 || o2 {
+                failure = .overflow
+                value = .max
+            } else if failure == nil {
+                value = plus
+            }
             q = q.dropFirst()
         }
         let suffixes = Array("bcEGkKMPQRTwYZ0".utf8)
@@ -330,30 +338,4 @@ struct DDUsageError: Error {
     }
 
     static func warn(_ message: String) { writeStandardError("baio: \(message)\n") }
-}
-
-/// GNU's quoting of names in messages in the C locale: always in single quotes, a quote inside as '\''.
-func quote(_ text: String) -> String {
-    "'" + text.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
-}
-
-/// GNU's `quotef`: the name as it is, unless a shell would need it quoted.
-func quoteIfNeeded(_ text: String) -> String {
-    let plain = text.utf8.allSatisfy { c in
-        (0x30...0x39).contains(c) || (0x41...0x5a).contains(c) || (0x61...0x7a).contains(c)
-            || "+,-./:@_%^".utf8.contains(c)
-    }
-    return plain && !text.isEmpty ? text : quote(text)
-}
-
-/// Writes all of `text` to standard error, retrying short and interrupted writes.
-func writeStandardError(_ text: String) {
-    var bytes = Array(text.utf8)
-    var done = 0
-    while done < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + done, $0.count - done) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { return }
-        done += n
-    }
 }

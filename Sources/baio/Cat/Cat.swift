@@ -49,7 +49,8 @@ struct Cat: ParsableCommand {
     @Flag(name: [.customShort("A"), .customLong("show-all")], help: "Equivalent to -vET.")
     var showAll = false
 
-    @Flag(name: [.customShort("b"), .customLong("number-nonblank")], help: "Number nonempty output lines, overrides -n.")
+    @Flag(
+        name: [.customShort("b"), .customLong("number-nonblank")], help: "Number nonempty output lines, overrides -n.")
     var numberNonblank = false
 
     @Flag(name: .customShort("e"), help: "Equivalent to -vE.")
@@ -183,7 +184,8 @@ final class Copier {
     private lazy var standardInputClosed: Bool = {
         var target = [CChar](repeating: 0, count: 64)
         let n = readlink("/proc/self/fd/0", &target, target.count - 1)
-        return n > 0 && String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self).hasPrefix("anon_inode:")
+        return n > 0
+            && String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self).hasPrefix("anon_inode:")
     }()
 
     /// Copies one operand; reports its failure on standard error.
@@ -233,7 +235,9 @@ final class Copier {
 
     /// Copies `[start, end)` of a regular file through the engine, in order. Returns where the copy
     /// stopped (`end`, or earlier if the file shrank meanwhile), or the outcome that ends this file.
-    private func copyThroughEngine(_ fd: Int32, _ name: String, from start: Int64, to end: Int64) -> Result<Int64, OutcomeBox> {
+    private func copyThroughEngine(
+        _ fd: Int32, _ name: String, from start: Int64, to end: Int64
+    ) -> Result<Int64, OutcomeBox> {
         let context: IOContext
         do {
             context = try makeContext()
@@ -241,7 +245,8 @@ final class Copier {
             // No engine (no threads, no eventfd): the copy still happens, with read(2).
             return .success(start)
         }
-        let reader = SequentialReader(.descriptor(fd), context: context, from: start, to: end, chunk: chunkSize, buffers: window)
+        let reader = SequentialReader(
+            .descriptor(fd), context: context, from: start, to: end, chunk: chunkSize, buffers: window)
         defer { reader.close() }
         var position = start
         while true {
@@ -324,82 +329,5 @@ final class Copier {
     struct OutcomeBox: Error {
         let outcome: Outcome
         init(_ outcome: Outcome) { self.outcome = outcome }
-    }
-}
-
-/// The progress line on standard error: bytes copied of the file's size and the rate, refreshed in place
-/// at most four times a second, and only once a copy has taken half a second (a short copy stays silent).
-/// With `--progress` it is drawn at once and its final state is kept as a line of its own, for logs.
-struct ProgressLine {
-    let enabled: Bool
-    let forced: Bool
-    let terminal: Bool
-    private var name = ""
-    private var total: Int64?
-    private var done: Int64 = 0
-    private var started = ContinuousClock.now
-    private var lastDrawn = ContinuousClock.now
-    private var drawn = false
-
-    init(forced: Bool?) {
-        terminal = isatty(2) == 1
-        self.forced = forced == true
-        enabled = forced ?? terminal
-    }
-
-    mutating func begin(_ name: String, total: Int64?) {
-        self.name = name
-        self.total = total
-        done = 0
-        started = .now
-        lastDrawn = started
-        drawn = false
-    }
-
-    mutating func add(_ count: Int) {
-        done += Int64(count)
-        guard enabled else { return }
-        let now = ContinuousClock.now
-        guard now - lastDrawn >= .milliseconds(250), forced || now - started >= .milliseconds(500) else { return }
-        draw(now)
-    }
-
-    mutating func end() {
-        guard enabled else { return }
-        if forced && !terminal {
-            draw(.now)
-            Console.writeAll(2, "\n")
-            drawn = false
-        } else {
-            clear()
-        }
-    }
-
-    /// Removes the line, before a message or at the end of a file.
-    mutating func clear() {
-        guard drawn else { return }
-        Console.writeAll(2, terminal ? "\r\u{1B}[K" : "\n")
-        drawn = false
-    }
-
-    private mutating func draw(_ now: ContinuousClock.Instant) {
-        lastDrawn = now
-        let seconds = secondsOf(now - started)
-        var figures = Console.bytes(done)
-        if let total, total > 0 {
-            figures += " of \(Console.bytes(total)) (\(Int(Double(done) * 100 / Double(total)))%)"
-        }
-        if seconds > 0 { figures += ", \(formatted(Double(done) / seconds / 1_048_576)) MiB/s" }
-        // A line wider than the terminal wraps, and \r would then redraw only its last row: shorten the name
-        // (keeping its end, the file's own name), then the figures.
-        var shown = name
-        var line = "baio: \(shown): \(figures)"
-        if terminal, let width = Console.terminalWidth, line.count >= width {
-            let room = width - 1 - (line.count - shown.count)
-            shown = room > 3 ? "..." + String(shown.suffix(room - 3)) : ""
-            line = String("baio: \(shown): \(figures)".prefix(width - 1))
-        }
-        Console.writeAll(2, "\r" + line + (terminal ? "\u{1B}[K" : ""))
-        drawn = true
     }
 }

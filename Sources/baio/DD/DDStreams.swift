@@ -2,6 +2,7 @@
 // output with its re-blocking, sparse and sync handling, conv=sync/swab, and iflag=nocache. The copy that
 // drives them is in DDCopy.swift.
 import BufferedAIO
+import CBufferedAIO
 import Glibc
 
 // MARK: - Input
@@ -18,7 +19,9 @@ final class DDPlainInput {
     var quiet: Bool
     private var previousRead = 0
 
-    init(fd: Int32, name: String, blockSize: Int, fullBlock: Bool, direct: Bool, warnPartialRead: Bool, quiet: Bool)
+    init(
+        fd: Int32, name: String, blockSize: Int, fullBlock: Bool, direct: Bool, warnPartialRead: Bool, quiet: Bool
+    )
         throws(DDFailure)
     {
         self.fd = fd
@@ -38,7 +41,7 @@ final class DDPlainInput {
         while true {
             let n = read(fd, into, size)
             if n < 0 && errno == EINTR && !Interrupt.requested { continue }
-            // oDirect refuses the unaligned tail after a short read with EINVAL: that is the end.
+            // O_DIRECT refuses the unaligned tail after a short read with EINVAL: that is the end.
             if n < 0 && errno == EINVAL && direct && previousRead > 0 && previousRead < size { return 0 }
             if n > 0 && warnPartialRead && previousRead > 0 && previousRead < size {
                 if !quiet {
@@ -72,7 +75,7 @@ final class DDPlainInput {
 
 // MARK: - Output
 
-/// The output side of dd: `iwrite` (sparse seeks, oDirect turned off for a final short block), bs=
+/// The output side of dd: `iwrite` (sparse seeks, O_DIRECT turned off for a final short block), bs=
 /// records written as read, or ibs/obs re-blocking into obs-sized writes through one staging buffer.
 final class DDOutput {
     let fd: Int32
@@ -111,9 +114,9 @@ final class DDOutput {
     /// A sparse all-zero buffer becomes a seek.
     func write(_ buffer: UnsafeRawPointer, _ size: Int) -> Int {
         if direct && size < blockSize {
-            // oDirect cannot write a short final block; GNU turns it off and syncs at the end instead.
+            // O_DIRECT cannot write a short final block; GNU turns it off and syncs at the end instead.
             let flags = fcntl(fd, F_GETFL)
-            _ = fcntl(fd, F_SETFL, flags & ~oDirect)
+            _ = fcntl(fd, F_SETFL, flags & ~cbaio_O_DIRECT)
             direct = false
             syncAtEnd = true
         }
@@ -187,7 +190,7 @@ final class DDOutput {
         var source = chunk.baseAddress!
         var left = chunk.count
         if filled > 0 { try stage(&source, &left) }
-        // oDirect needs aligned sources, which only the staging block is sure to be.
+        // O_DIRECT needs aligned sources, which only the staging block is sure to be.
         if left >= blockSize && !direct {
             let whole = left / blockSize * blockSize
             try writeBlocks(source, whole)

@@ -1,5 +1,6 @@
-// This file owns what `baio cat` and `baio residency` share about the terminal and standard streams:
-// messages in coreutils' shape, whole writes, byte sizes for people, the terminal's width, and SIGINT.
+// This file owns what baio's commands share about the terminal and standard streams: messages in
+// coreutils' shape, whole writes (dd's to standard error too), byte sizes for people, the terminal's width,
+// and SIGINT.
 import Glibc
 import Synchronization
 
@@ -128,5 +129,17 @@ enum Interrupt {
         sigaddset(&set, SIGINT)
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
         exit(130)
+    }
+}
+
+/// Writes all of `text` to standard error, retrying short and interrupted writes.
+func writeStandardError(_ text: String) {
+    var bytes = Array(text.utf8)
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + done, $0.count - done) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return }
+        done += n
     }
 }
