@@ -27,7 +27,9 @@ struct Options {
 
     init(_ arguments: [String]) {
         guard arguments.count >= 3 else {
-            fail("usage: swift-peers nio-fs|nbfio random|sequential FILE [tasks=N] [seconds=S] [block=B] [pool=N]", status: 2)
+            fail(
+                "usage: swift-peers nio-fs|nbfio random|sequential FILE [tasks=N] [seconds=S] [block=B] [pool=N]",
+                status: 2)
         }
         (api, pattern, path) = (arguments[0], arguments[1], arguments[2])
         for argument in arguments.dropFirst(3) {
@@ -71,7 +73,9 @@ func threadCount() -> Int {
 }
 
 /// Runs `tasks` child tasks; task `t` calls `read(t, offset)` for its share of the walk until the deadline.
-func drive(_ options: Options, blocks: Int, read: @escaping @Sendable (Int, Int64) async throws -> Int) async throws
+func drive(
+    _ options: Options, blocks: Int, read: @escaping @Sendable (Int, Int64) async throws -> Int
+) async throws
     -> (reads: Int, bytes: Int)
 {
     let deadline = ContinuousClock.now + .milliseconds(Int(options.seconds * 1000))

@@ -135,7 +135,9 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
     }
 
     /// Registers a read before the engine can report it, so a delivery always finds its entry.
-    func hold(_ iocb: UnsafeMutablePointer<iocb>, vector: UnsafeMutableBufferPointer<iovec>?, eventFD: Int32)
+    func hold(
+        _ iocb: UnsafeMutablePointer<iocb>, vector: UnsafeMutableBufferPointer<iovec>?, eventFD: Int32
+    )
         -> UInt64?
     {
         state.withLock { s in

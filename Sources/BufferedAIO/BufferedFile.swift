@@ -57,7 +57,9 @@ public final class BufferedFile: Sendable {
     ///   ``BufferedAIOError/Code/notRegularFile`` if it is not a regular file.
     ///
     /// The corresponding C function is `open` with `O_RDONLY | O_CLOEXEC`.
-    public init(path: String, accessPattern: AccessPattern = .normal, engine: ReadEngine? = nil) throws(BufferedAIOError) {
+    public init(
+        path: String, accessPattern: AccessPattern = .normal, engine: ReadEngine? = nil
+    ) throws(BufferedAIOError) {
         self.path = path
         self.engineOverride = engine
         self.reportLeak = true
@@ -72,10 +74,12 @@ public final class BufferedFile: Sendable {
         guard kind == .regular else {
             _ = system_close(fd)
             if kind == .directory {
-                throw BufferedAIOError(.isDirectory, "'\(path)' is a directory", errno: Errno(rawValue: EISDIR), path: path)
+                throw BufferedAIOError(
+                    .isDirectory, "'\(path)' is a directory", errno: Errno(rawValue: EISDIR), path: path)
             }
             throw BufferedAIOError(
-                .notRegularFile, "'\(path)' is not a regular file (a pipe, socket or device has no page cache to track)",
+                .notRegularFile,
+                "'\(path)' is not a regular file (a pipe, socket or device has no page cache to track)",
                 path: path)
         }
         switch accessPattern {

@@ -48,7 +48,7 @@ public final class IOContext: Sendable {
     /// - Returns: How many were accepted, in order. Fewer than given means the context is full or request
     ///   number *returned* was refused; resubmit it to get its error, as with `io_submit`.
     /// - Throws: The first request's error if none was accepted: ``BufferedAIOError/Code/wouldBlock``
-    ///   when the context is full, ``BufferedAIOError/Code/closed`` after ``close()``, or a validation
+    ///   when the context is full, ``BufferedAIOError/Code/contextClosed`` after ``close()``, or a validation
     ///   error naming the file (negative offset, overflowing range, bad or write-only descriptor,
     ///   directory, buffer smaller than the length).
     @discardableResult
@@ -110,7 +110,7 @@ public final class IOContext: Sendable {
     /// - Returns: Between 0 and `maximum` events; fewer than `minimum` only if the timeout passed or the
     ///   context was closed while waiting.
     /// - Throws: ``BufferedAIOError/Code/invalidArgument`` if `minimum < 0`, `maximum < 0` or
-    ///   `minimum > maximum`; ``BufferedAIOError/Code/closed`` if the context is closed and no event was
+    ///   `minimum > maximum`; ``BufferedAIOError/Code/contextClosed`` if the context is closed and no event was
     ///   collected.
     public func getEvents(minimum: Int, maximum: Int, timeout: Duration? = nil) throws(BufferedAIOError) -> [IOEvent] {
         var events: [IOEvent] = []

@@ -35,7 +35,8 @@ public enum PageCache {
         }
         guard BufferedAIO.Residency.mincoreIsTrustworthy(info) else { return nil }
         let size = Int64(info.st_size)
-        let end = min(size, length.map { offset.addingReportingOverflow($0).overflow ? Int64.max : offset + $0 } ?? size)
+        let end = min(
+            size, length.map { offset.addingReportingOverflow($0).overflow ? Int64.max : offset + $0 } ?? size)
         guard offset >= 0, end > offset else { return Residency(totalPages: 0, residentPages: 0, map: []) }
         let range = PageRun(bytes: offset, end)
         let (first, pages) = (range.first, range.count)
@@ -91,7 +92,8 @@ public enum PageCache {
             throw .syscall("fstat", Errno(rawValue: errno), fd: descriptor, path: nil, code: .badDescriptor)
         }
         let size = Int64(info.st_size)
-        let end = min(size, length.map { offset.addingReportingOverflow($0).overflow ? Int64.max : offset + $0 } ?? size)
+        let end = min(
+            size, length.map { offset.addingReportingOverflow($0).overflow ? Int64.max : offset + $0 } ?? size)
         guard offset >= 0, end > offset else { return 0 }
         let chunk = BufferedAIO.Residency.readaheadChunk(device: UInt64(info.st_dev), limit: 2 << 20)
         BufferedAIO.Residency.readAhead(fd: descriptor, from: offset, to: end, chunk: chunk)

@@ -1,6 +1,6 @@
 // This file owns the values a caller exchanges with an IOContext: a read request and its event.
 
-/// One read for ``IOContext/submit(_:)``: the `struct iocb` of this API.
+/// One read for ``IOContext/submit(_:)->()``: the `struct iocb` of this API.
 ///
 /// The destination buffer must stay valid until the request's event is returned (or the context is
 /// closed), exactly as with `io_submit`.

@@ -1,7 +1,7 @@
 // Tests of the async API (BufferedFile reads, chunks, cancellation) against a plain pread oracle on ext4.
 import BufferedAIO
-import TestSupport
 import Glibc
+import TestSupport
 import Testing
 
 @Suite("Async API", .serialized, .enabled(if: Scratch.available, Scratch.skipReason), .timeLimit(.minutes(5)))
@@ -14,7 +14,9 @@ struct AsyncAPITests {
         try await BufferedFile.withFile(at: file.path, engine: engine) { handle in
             for evicted in [true, false] {
                 if evicted { file.evict() } else { file.warm() }
-                for (offset, count) in [(0, 4096), (1, 1), (4095, 2), (12_345, 300_000), (file.size - 100, 4096), (file.size, 10)] {
+                for (offset, count) in [
+                    (0, 4096), (1, 1), (4095, 2), (12_345, 300_000), (file.size - 100, 4096), (file.size, 10),
+                ] {
                     let bytes = try await handle.read(fromAbsoluteOffset: Int64(offset), count: count)
                     #expect(bytes == file.expected(offset, count), "offset \(offset) count \(count) evicted \(evicted)")
                 }

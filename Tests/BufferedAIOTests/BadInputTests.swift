@@ -1,8 +1,8 @@
 // Every bad input gets a typed error naming the file and the cause, matching the kernel's errno contract
 // (shared/brief/errno-contract.md), and nothing is left in flight.
 import BufferedAIO
-import TestSupport
 import Glibc
+import TestSupport
 import Testing
 
 @Suite("Bad input", .serialized, .enabled(if: Scratch.available, Scratch.skipReason), .timeLimit(.minutes(1)))
@@ -41,15 +41,18 @@ struct BadInputTests {
             try context.submit(ReadRequest(descriptor: file.fd, offset: 0, length: -5, into: buffer.bytes))
         }
         expectError(.invalidArgument, errno: EINVAL) {
-            try context.submit(ReadRequest(descriptor: file.fd, offset: Int64.max - 10, length: 100, into: buffer.bytes))
+            try context.submit(
+                ReadRequest(descriptor: file.fd, offset: Int64.max - 10, length: 100, into: buffer.bytes))
         }
-        try context.submit(ReadRequest(descriptor: file.fd, offset: Int64.max - 100, length: 100, into: buffer.bytes, tag: 1))
+        try context.submit(
+            ReadRequest(descriptor: file.fd, offset: Int64.max - 100, length: 100, into: buffer.bytes, tag: 1))
         let event = try #require(try context.getEvents(minimum: 1, maximum: 1, timeout: .seconds(10)).first)
         #expect(try event.get() == 0)
         #expect(context.inFlight == 0)
     }
 
-    @Test("a closed or invalid descriptor is EBADF; a write-only one is EBADF; a directory is EINVAL; a pipe is refused")
+    @Test(
+        "a closed or invalid descriptor is EBADF; a write-only one is EBADF; a directory is EINVAL; a pipe is refused")
     func descriptorKinds() throws {
         let file = try PatternFile(size: 8192, name: "kinds")
         let context = try IOContext(capacity: 8)
@@ -113,7 +116,10 @@ struct BadInputTests {
         let context = try IOContext(capacity: 4)
         defer { context.close() }
         let buffers = (0..<6).map { _ in ReadBuffer(4096) }
-        let requests = (0..<6).map { ReadRequest(descriptor: file.fd, offset: Int64($0 * 4096), length: 4096, into: buffers[$0].bytes, tag: UInt64($0)) }
+        let requests = (0..<6).map {
+            ReadRequest(
+                descriptor: file.fd, offset: Int64($0 * 4096), length: 4096, into: buffers[$0].bytes, tag: UInt64($0))
+        }
         #expect(try context.submit(requests) == 4)
         expectError(.wouldBlock, errno: EAGAIN) { try context.submit(requests[4]) }
         let events = try collect(context, 4)
@@ -183,7 +189,9 @@ struct BadInputTests {
         }
         let missing = file.path + ".missing"
         expectError(.openFailed, errno: ENOENT, naming: missing) { _ = try BufferedFile(path: missing) }
-        expectError(.isDirectory, naming: try Scratch.location.get()) { _ = try BufferedFile(path: try Scratch.location.get()) }
+        expectError(.isDirectory, naming: try Scratch.location.get()) {
+            _ = try BufferedFile(path: try Scratch.location.get())
+        }
     }
 
     @Test("an unmapped destination gives EFAULT in the event, as the kernel does, not a crash")

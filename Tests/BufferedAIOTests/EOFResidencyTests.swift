@@ -7,8 +7,8 @@
 // not the time, say which path they took, and pread is the oracle for the bytes.
 import BufferedAIO
 import Glibc
-import Testing
 import TestSupport
+import Testing
 
 /// What the parent tells its child through the environment, and how the child answers on stdout.
 enum EOFChild {

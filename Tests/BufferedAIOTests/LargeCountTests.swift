@@ -3,11 +3,12 @@
 // end of file, or EINVAL where offset + count overflows), allocating only what the file holds.
 import BufferedAIO
 import Glibc
-import Testing
 import TestSupport
+import Testing
 
-@Suite("Async API: counts beyond the file", .serialized, .enabled(if: Scratch.available, Scratch.skipReason),
-       .timeLimit(.minutes(2)))
+@Suite(
+    "Async API: counts beyond the file", .serialized, .enabled(if: Scratch.available, Scratch.skipReason),
+    .timeLimit(.minutes(2)))
 struct LargeCountTests {
     /// pread with the same count: the bytes, or the errno. The buffer is an anonymous mapping as long as
     /// the count (only the pages the file's bytes land in are touched), since the kernel checks the whole
@@ -43,8 +44,9 @@ struct LargeCountTests {
 
     static let counts = [Int.max, 1 << 40, 4 << 30, Int(Int32.max), 3 << 20]
 
-    @Test("count up to Int.max: pread's bytes or pread's errno, in every mode, cached and evicted",
-          arguments: [ReadMode.buffered, .direct, .automatic])
+    @Test(
+        "count up to Int.max: pread's bytes or pread's errno, in every mode, cached and evicted",
+        arguments: [ReadMode.buffered, .direct, .automatic])
     func hugeCounts(_ mode: ReadMode) async throws {
         let engine = try ReadEngine()
         defer { engine.shutdown() }
@@ -103,7 +105,8 @@ struct LargeCountTests {
         try await BufferedFile.withFile(at: file.path, engine: engine) { handle in
             for mode in [ReadMode.buffered, .direct, .automatic] {
                 file.evict()
-                let count = try await handle.read(fromAbsoluteOffset: 10, into: buffer, options: ReadOptions(mode: mode))
+                let count = try await handle.read(
+                    fromAbsoluteOffset: 10, into: buffer, options: ReadOptions(mode: mode))
                 #expect(count == file.size - 10, "\(mode)")
                 #expect(Array(buffer.prefix(count)) == file.expected(10, file.size - 10), "\(mode)")
             }

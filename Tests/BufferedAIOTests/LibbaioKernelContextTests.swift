@@ -3,8 +3,8 @@
 // and libbaio's statistics must show that its engine held reads (the file is evicted before them).
 import Foundation
 import Glibc
-import Testing
 import TestSupport
+import Testing
 
 enum KernelContextProgram {
     static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent()

@@ -2,8 +2,8 @@
 // system compiler, run against the real libaio and then with libbaio preloaded, on an evicted ext4 file.
 import Foundation
 import Glibc
-import Testing
 import TestSupport
+import Testing
 
 enum Libbaio {
     /// libBAIOCompat.so, built next to this test bundle.

@@ -1,9 +1,9 @@
 // Closing, cancelling, pinning and leaking: a context closed with reads in flight returns promptly and
 // leaves no thread, descriptor, mapping or libaio context behind.
 import BufferedAIO
-import TestSupport
 import Glibc
 import Synchronization
+import TestSupport
 import Testing
 
 @Suite("Lifecycle", .serialized, .enabled(if: Scratch.available, Scratch.skipReason), .timeLimit(.minutes(3)))
@@ -21,7 +21,9 @@ struct LifecycleTests {
             let offset = Int64(index) * 262_144 + Int64(index % 7)
             let mode: ReadMode = index % 10 == 0 ? .direct : .buffered
             requests.append(
-                ReadRequest(.file(opened), offset: offset, length: 8192, into: buffers[index].bytes, tag: UInt64(index), mode: mode))
+                ReadRequest(
+                    .file(opened), offset: offset, length: 8192, into: buffers[index].bytes, tag: UInt64(index),
+                    mode: mode))
         }
         #expect(try context.submit(requests) == 1000)
         let waiterDone = Mutex(false)
@@ -48,7 +50,9 @@ struct LifecycleTests {
         defer { context.close() }
         let buffers = (0..<4).map { _ in ReadBuffer(8 << 20) }
         let requests = (0..<4).map {
-            ReadRequest(descriptor: file.fd, offset: Int64($0) * (16 << 20), length: 8 << 20, into: buffers[$0].bytes, tag: UInt64($0))
+            ReadRequest(
+                descriptor: file.fd, offset: Int64($0) * (16 << 20), length: 8 << 20, into: buffers[$0].bytes,
+                tag: UInt64($0))
         }
         try context.submit(requests)
         let cancelled = context.cancel(tag: 2)
@@ -100,7 +104,9 @@ struct LifecycleTests {
         defer { context.close() }
         let buffers = (0..<8).map { _ in ReadBuffer(2 << 20) }
         let requests = (0..<8).map {
-            ReadRequest(descriptor: file.fd, offset: Int64($0) * (4 << 20), length: 2 << 20, into: buffers[$0].bytes, tag: UInt64($0))
+            ReadRequest(
+                descriptor: file.fd, offset: Int64($0) * (4 << 20), length: 2 << 20, into: buffers[$0].bytes,
+                tag: UInt64($0))
         }
         try context.submit(requests)
         let writer = open(file.path, O_WRONLY)
@@ -134,11 +140,14 @@ struct LifecycleTests {
             if done % 2_000 == 0 { file.evict() }
             let offsets = (0..<64).map { _ in Int(generator.next() % UInt64((64 << 20) - 16_384)) }
             let requests = (0..<64).map {
-                ReadRequest(descriptor: file.fd, offset: Int64(offsets[$0]), length: 16_384, into: buffers[$0].bytes, tag: UInt64($0))
+                ReadRequest(
+                    descriptor: file.fd, offset: Int64(offsets[$0]), length: 16_384, into: buffers[$0].bytes,
+                    tag: UInt64($0))
             }
             #expect(try context.submit(requests) == 64)
             let events = try collect(context, 64)
-            for (tag, event) in events where try buffers[Int(tag)].prefix(event.get()) != file.expected(offsets[Int(tag)], 16_384) {
+            for (tag, event) in events
+            where try buffers[Int(tag)].prefix(event.get()) != file.expected(offsets[Int(tag)], 16_384) {
                 mismatches += 1
             }
             done += 64
@@ -177,11 +186,13 @@ final class ThreadForTest: @unchecked Sendable {
     init(_ body: @escaping () -> Void) throws {
         self.body = body
         let retained = Unmanaged.passRetained(self)
-        let result = pthread_create(&thread, nil, { argument in
-            let me = Unmanaged<ThreadForTest>.fromOpaque(argument!).takeRetainedValue()
-            me.body()
-            return nil
-        }, retained.toOpaque())
+        let result = pthread_create(
+            &thread, nil,
+            { argument in
+                let me = Unmanaged<ThreadForTest>.fromOpaque(argument!).takeRetainedValue()
+                me.body()
+                return nil
+            }, retained.toOpaque())
         if result != 0 {
             retained.release()
             throw SkipReason("pthread_create failed")

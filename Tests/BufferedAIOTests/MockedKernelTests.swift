@@ -10,7 +10,8 @@ import Glibc
 import Synchronization
 import Testing
 
-@Suite("Recovery paths under a scripted kernel", .serialized, .enabled(if: Scratch.available, Scratch.skipReason),
+@Suite(
+    "Recovery paths under a scripted kernel", .serialized, .enabled(if: Scratch.available, Scratch.skipReason),
     .timeLimit(.minutes(1)))
 struct MockedKernelTests {
     /// Counts what a script saw, from whichever thread made the call.

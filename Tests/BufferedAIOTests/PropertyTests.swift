@@ -6,8 +6,8 @@
 import BufferedAIO
 import Glibc
 import PropertyBased
-import Testing
 import TestSupport
+import Testing
 
 /// A position relative to something the engine treats specially: a page boundary, the end of the file, or
 /// anywhere. Shrinks toward "page 0, exactly".
@@ -68,8 +68,11 @@ struct ReadCase: CustomStringConvertible {
     /// Makes the file and puts it in the residency the case asks for, right before the read.
     func makeFile() throws -> PatternFile {
         // Holes: 12 KiB unwritten every 32 KiB from 8 KiB, and the last 5000 bytes.
-        let holes = residency != .holes ? [] : stride(from: 8192, to: size, by: 32768).map { $0..<min(size, $0 + 12288) }
-            + [max(0, size - 5000)..<size]
+        let holes =
+            residency != .holes
+            ? []
+            : stride(from: 8192, to: size, by: 32768).map { $0..<min(size, $0 + 12288) }
+                + [max(0, size - 5000)..<size]
         let file = try PatternFile(size: size, name: "property", holes: holes)
         switch residency {
         case .cached: file.warm()
@@ -103,8 +106,9 @@ final class MappedBuffer {
 
 struct TimedOut: Error {}
 
-@Suite("Property: every read equals pread", .serialized, .enabled(if: Scratch.available, Scratch.skipReason),
-       .timeLimit(.minutes(2)))
+@Suite(
+    "Property: every read equals pread", .serialized, .enabled(if: Scratch.available, Scratch.skipReason),
+    .timeLimit(.minutes(2)))
 struct PropertyTests {
     /// Cases per API: enough to cover every residency and mode several times, short enough for CI.
     static let cases = 40
@@ -119,13 +123,16 @@ struct PropertyTests {
             count: Self.cases, input: Gen.int(in: 0...384), Gen.int(in: -3...3), Gen.int(in: 0...4),
             Anchor.generator(huge: false), Anchor.generator(huge: true), Gen.int(in: 0...2)
         ) { pages, delta, residency, offset, length, mode in
-            let read = ReadCase(pages: pages, delta: delta, residency: residency, offset: offset, length: length, mode: mode)
+            let read = ReadCase(
+                pages: pages, delta: delta, residency: residency, offset: offset, length: length, mode: mode)
             let file = try read.makeFile()
             let handle = try BufferedFile(path: file.path)
             defer { handle.close() }
             let buffer = MappedBuffer(read.length)
             try context.submit(
-                ReadRequest(.file(handle), offset: Int64(read.offset), length: read.length, into: buffer.bytes, mode: read.mode))
+                ReadRequest(
+                    .file(handle), offset: Int64(read.offset), length: read.length, into: buffer.bytes, mode: read.mode)
+            )
             let events = try context.getEvents(minimum: 1, maximum: 1, timeout: Self.bound)
             try #require(events.count == 1, "\(read): no event within \(Self.bound)")
             let count = try events[0].get()
@@ -142,14 +149,16 @@ struct PropertyTests {
             count: Self.cases, input: Gen.int(in: 0...384), Gen.int(in: -3...3), Gen.int(in: 0...4),
             Anchor.generator(huge: false), Anchor.generator(huge: true), Gen.int(in: 0...2)
         ) { pages, delta, residency, offset, length, mode in
-            let read = ReadCase(pages: pages, delta: delta, residency: residency, offset: offset, length: length, mode: mode)
+            let read = ReadCase(
+                pages: pages, delta: delta, residency: residency, offset: offset, length: length, mode: mode)
             let file = try read.makeFile()
             let handle = try BufferedFile(path: file.path, engine: engine)
             defer { handle.close() }
             let bytes = try await withThrowingTaskGroup(of: [UInt8].self) { group in
                 group.addTask {
                     try await handle.read(
-                        fromAbsoluteOffset: Int64(read.offset), count: read.length, options: ReadOptions(mode: read.mode))
+                        fromAbsoluteOffset: Int64(read.offset), count: read.length,
+                        options: ReadOptions(mode: read.mode))
                 }
                 group.addTask {
                     try await Task.sleep(for: Self.bound)

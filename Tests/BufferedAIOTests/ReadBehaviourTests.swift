@@ -1,11 +1,13 @@
 // The engine's reads through IOContext, one test per behaviour, each checked against a plain pread of the
 // same file and, where it matters, against mincore residency.
 @_spi(Experiments) import BufferedAIO
-import TestSupport
 import Glibc
+import TestSupport
 import Testing
 
-@Suite("Reads through IOContext", .serialized, .enabled(if: Scratch.available, Scratch.skipReason), .timeLimit(.minutes(5)))
+@Suite(
+    "Reads through IOContext", .serialized, .enabled(if: Scratch.available, Scratch.skipReason), .timeLimit(.minutes(5))
+)
 struct ReadBehaviourTests {
     /// Reads each (offset, length) once through a new context and checks every event against pread.
     @discardableResult
@@ -31,11 +33,15 @@ struct ReadBehaviourTests {
             let expected = file.expected(range.0, range.1)
             let count = try #require(events[UInt64(index)], sourceLocation: sourceLocation).get()
             #expect(count == expected.count, "read \(index) at \(range.0)+\(range.1)", sourceLocation: sourceLocation)
-            #expect(buffers[index].prefix(count) == expected, "read \(index) at \(range.0)+\(range.1)", sourceLocation: sourceLocation)
+            #expect(
+                buffers[index].prefix(count) == expected, "read \(index) at \(range.0)+\(range.1)",
+                sourceLocation: sourceLocation)
         }
         let stats = context.statistics
         // Each read is counted once, whichever path finished it (inline, reaper copy, waiting reaper).
-        #expect(stats.submitted == requests.count && stats.completed == requests.count, "\(stats)", sourceLocation: sourceLocation)
+        #expect(
+            stats.submitted == requests.count && stats.completed == requests.count, "\(stats)",
+            sourceLocation: sourceLocation)
         return stats
     }
 
@@ -64,7 +70,8 @@ struct ReadBehaviourTests {
         try context.getEvents(minimum: 1, maximum: 1, timeout: .seconds(60), into: &events)
         #expect(events.map(\.tag) == [99])
         for (index, offset) in offsets.enumerated() {
-            try context.submit(ReadRequest(descriptor: file.fd, offset: Int64(offset), into: buffers[index].bytes, tag: UInt64(index)))
+            try context.submit(
+                ReadRequest(descriptor: file.fd, offset: Int64(offset), into: buffers[index].bytes, tag: UInt64(index)))
         }
         var seen: [UInt64: Int] = [:]
         for _ in 0..<offsets.count where seen.count < offsets.count {
@@ -127,7 +134,8 @@ struct ReadBehaviourTests {
         file.evict()
         let stats = try readAndCheck(file, [(0, 8 << 20)])
         let dataBytes = (8 << 20) - holes.reduce(0) { $0 + $1.count }
-        #expect(stats.readaheadBytes <= dataBytes, "readahead asked \(stats.readaheadBytes) bytes for \(dataBytes) of data")
+        #expect(
+            stats.readaheadBytes <= dataBytes, "readahead asked \(stats.readaheadBytes) bytes for \(dataBytes) of data")
         #expect(file.expected(2 << 20, 4096).allSatisfy { $0 == 0 })
     }
 
@@ -172,7 +180,9 @@ struct ReadBehaviourTests {
             defer { context.close() }
             let length = 8 << 20
             let buffer = ReadBuffer(length)
-            try context.submit([ReadRequest(descriptor: file.fd, offset: 4096, length: length, into: buffer.bytes, tag: 9)])
+            try context.submit([
+                ReadRequest(descriptor: file.fd, offset: 4096, length: length, into: buffer.bytes, tag: 9)
+            ])
             // Readable eventfd: the poller marked the read ready and nobody has reaped it yet.
             var pfd = pollfd(fd: context.eventDescriptor, events: Int16(POLLIN), revents: 0)
             #expect(poll(&pfd, 1, 30_000) == 1)
@@ -198,7 +208,9 @@ struct ReadBehaviourTests {
             defer { context.close() }
             let buffers = (0..<4).map { _ in ReadBuffer(4 << 20) }
             let requests = (0..<4).map { i in
-                ReadRequest(descriptor: file.fd, offset: Int64(i) << 22, length: 4 << 20, into: buffers[i].bytes, tag: UInt64(i))
+                ReadRequest(
+                    descriptor: file.fd, offset: Int64(i) << 22, length: 4 << 20, into: buffers[i].bytes, tag: UInt64(i)
+                )
             }
             try context.submit(requests)
             var seen = Set<UInt64>()
@@ -221,7 +233,9 @@ struct ReadBehaviourTests {
         let size = 6 << 20 + 300
         let file = try PatternFile(size: size, name: "direct")
         file.evict()
-        let ranges = [(0, 1 << 20), (4096, 8192), (1, 1), (333, 3 << 20 + 7), (size - 300, 4096), (size - 5000, 10_000)]
+        let ranges = [
+            (0, 1 << 20), (4096, 8192), (1, 1), (333, 3 << 20 + 7), (size - 300, 4096), (size - 5000, 10_000),
+        ]
         let direct = try readAndCheck(file, ranges, mode: .direct, useBufferedFile: true)
         #expect(direct.directReads == ranges.count)
         #expect(direct.directFallbacks == 0)
@@ -258,7 +272,10 @@ struct ReadBehaviourTests {
         file.evict()
         let baio = try #require(BaioBinary.path, "the baio binary is missing next to the test bundle")
         let (status, output) = BaioBinary.run(
-            ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", baio, "demo", "--file", file.path, "--no-evict"])
+            [
+                "/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", baio, "demo", "--file",
+                file.path, "--no-evict",
+            ])
         #expect(status == 0, "baio demo as uid 65534 failed:\n\(output)")
         #expect(output.contains("verified: yes"))
         #expect(output.contains("probe: nowait"), "a non-owner must not trust mincore:\n\(output)")

@@ -8,8 +8,8 @@
 import CBufferedAIO
 import Foundation
 import Glibc
-import Testing
 import TestSupport
+import Testing
 
 enum SelfContained {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -118,7 +118,8 @@ enum SelfContained {
 
     /// Every run printed kernel_context's line for 16 right reads (raw-syscalls, eventfd-order) and "done".
     static func expectAllReadsRight(_ output: String, sourceLocation: SourceLocation = #_sourceLocation) {
-        let right = output.components(separatedBy: ": 16 events, 16 with the right obj, data, res and bytes\n").count - 1
+        let right =
+            output.components(separatedBy: ": 16 events, 16 with the right obj, data, res and bytes\n").count - 1
         let done = output.components(separatedBy: "done\n").count - 1
         #expect(right == runs && done == runs, "\(output)", sourceLocation: sourceLocation)
     }
@@ -132,7 +133,8 @@ enum SelfContained {
             let routed = Libbaio.total("engineReads", in: String(line)) + Libbaio.total("cachedReads", in: String(line))
             #expect(routed == 16, "libbaio did not see every read: \(line)", sourceLocation: sourceLocation)
         }
-        #expect(Libbaio.total("engineReads", in: report) >= 1, "no read went through the engine: \(report)",
+        #expect(
+            Libbaio.total("engineReads", in: report) >= 1, "no read went through the engine: \(report)",
             sourceLocation: sourceLocation)
         #expect(Libbaio.total("lost", in: report) == 0, "\(report)", sourceLocation: sourceLocation)
     }
@@ -192,8 +194,10 @@ extension SelfContainedLibbaioTests {
         unlink(stats)
         defer { unlink(stats) }
         // raw-syscalls: the program evicts the file, submits 16 reads, and reaps with the raw system calls.
-        let run = try SelfContained.withoutToolchain(SelfContained.repeated(
-            "LD_PRELOAD='\(library)' BAIO_STATS='\(stats)' timeout 120 '\(program)' raw-syscalls '\(file.path)' '\(directory)'"))
+        let run = try SelfContained.withoutToolchain(
+            SelfContained.repeated(
+                "LD_PRELOAD='\(library)' BAIO_STATS='\(stats)' timeout 120 '\(program)' raw-syscalls '\(file.path)' '\(directory)'"
+            ))
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.stderr.isEmpty, "\(run.stderr)")
         SelfContained.expectAllReadsRight(run.stdout)
@@ -208,8 +212,10 @@ extension SelfContainedLibbaioTests {
         let program = try KernelContextProgram.binary.get()
         let directory = try Scratch.location.get()
         let file = try PatternFile(size: 16 << 20, name: "self-contained-wrapper")
-        let run = try SelfContained.withoutToolchain(SelfContained.repeated(
-            "timeout 120 '\(prefix)/bin/baio-preload' --stats '\(program)' eventfd-order '\(file.path)' '\(directory)'"))
+        let run = try SelfContained.withoutToolchain(
+            SelfContained.repeated(
+                "timeout 120 '\(prefix)/bin/baio-preload' --stats '\(program)' eventfd-order '\(file.path)' '\(directory)'"
+            ))
         #expect(run.status == 0, "\(run.stderr)")
         SelfContained.expectAllReadsRight(run.stdout)
         #expect(run.stderr.contains("libbaio: pid "), "no statistics on standard error: \(run.stderr)")
@@ -227,8 +233,10 @@ extension SelfContainedLibbaioTests {
         let needed = try Libbaio.run("readelf -d '\(program)'", in: directory).stdout
         #expect(needed.contains("[libbaio.so.1]") && !needed.contains("libaio"), "\(needed)")
         let file = try PatternFile(size: 16 << 20, name: "self-contained-linked")
-        let run = try SelfContained.withoutToolchain(SelfContained.repeated(
-            "LD_LIBRARY_PATH='\(prefix)/lib' BAIO_STATS=stderr timeout 120 '\(program)' raw-syscalls '\(file.path)' '\(directory)'"))
+        let run = try SelfContained.withoutToolchain(
+            SelfContained.repeated(
+                "LD_LIBRARY_PATH='\(prefix)/lib' BAIO_STATS=stderr timeout 120 '\(program)' raw-syscalls '\(file.path)' '\(directory)'"
+            ))
         #expect(run.status == 0, "\(run.stderr)")
         SelfContained.expectAllReadsRight(run.stdout)
         SelfContained.expectEngineHeldReads(run.stderr)
@@ -255,7 +263,9 @@ extension SelfContainedLibbaioTests {
         return Int(line[found.upperBound...].prefix(while: \.isNumber))
     }
 
-    @Test("a forked child starts with the Swift runtime's thread-id caches inside libbaio.so.1 cleared, as fork_tid.c intends")
+    @Test(
+        "a forked child starts with the Swift runtime's thread-id caches inside libbaio.so.1 cleared, as fork_tid.c intends"
+    )
     func forkClearsCachedThreadIDs() throws {
         let library = try SelfContained.prefix.get() + "/lib/libbaio.so.1"
         let directory = try Scratch.location.get()
@@ -296,12 +306,14 @@ extension SelfContainedLibbaioTests {
 extension SelfContainedLibbaioTests {
     typealias Setup = @convention(c) (Int32, UnsafeMutablePointer<io_context_t?>?) -> Int32
     typealias Submit = @convention(c) (io_context_t?, Int, UnsafeMutablePointer<UnsafeMutablePointer<iocb>?>?) -> Int32
-    typealias GetEvents = @convention(c) (
-        io_context_t?, Int, Int, UnsafeMutablePointer<io_event>?, UnsafeMutablePointer<timespec>?
-    ) -> Int32
+    typealias GetEvents =
+        @convention(c) (
+            io_context_t?, Int, Int, UnsafeMutablePointer<io_event>?, UnsafeMutablePointer<timespec>?
+        ) -> Int32
     typealias Destroy = @convention(c) (io_context_t?) -> Int32
 
-    @Test("loaded with dlopen into this process, which runs its own Swift runtime, libbaio.so.1 reads evicted data right")
+    @Test(
+        "loaded with dlopen into this process, which runs its own Swift runtime, libbaio.so.1 reads evicted data right")
     func besideAnotherSwiftRuntime() throws {
         let library = try SelfContained.prefix.get() + "/lib/libbaio.so.1"
         let directory = try Scratch.location.get()
@@ -331,7 +343,9 @@ extension SelfContainedLibbaioTests {
             var got = 0
             while got < count {
                 var limit = timespec(tv_sec: 10, tv_nsec: 0)
-                let n = events.withUnsafeMutableBufferPointer { getEvents(context, 1, count - got, $0.baseAddress! + got, &limit) }
+                let n = events.withUnsafeMutableBufferPointer {
+                    getEvents(context, 1, count - got, $0.baseAddress! + got, &limit)
+                }
                 guard n > 0 else { break }
                 got += Int(n)
             }
@@ -349,7 +363,8 @@ extension SelfContainedLibbaioTests {
             let index = Int(bitPattern: event.data) - 1
             try #require((0..<count).contains(index))
             let expected = file.expected(index << 20, length)
-            #expect(Int(event.res) == expected.count && buffers[index].prefix(expected.count) == expected, "read \(index)")
+            #expect(
+                Int(event.res) == expected.count && buffers[index].prefix(expected.count) == expected, "read \(index)")
         }
         let report = (try? String(contentsOfFile: stats, encoding: .utf8)) ?? ""
         let routed = Libbaio.total("engineReads", in: report) + Libbaio.total("cachedReads", in: report)

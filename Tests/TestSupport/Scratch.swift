@@ -14,7 +14,8 @@ public enum Scratch {
         let temp = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
         if isExt4(temp) { return .success(temp) }
         guard geteuid() == 0 else {
-            return .failure(SkipReason("\(temp) is not ext4 and the tests are not running as root to loop-mount an ext4 image"))
+            return .failure(
+                SkipReason("\(temp) is not ext4 and the tests are not running as root to loop-mount an ext4 image"))
         }
         let image = "\(temp)/baio-tests-\(getpid()).img"
         let mount = "\(temp)/baio-tests-\(getpid())"
@@ -94,7 +95,8 @@ public final class PatternFile: Sendable {
                     for hole in holes where hole.overlaps(range) {
                         let from = Swift.max(hole.lowerBound, offset) - offset
                         let to = Swift.min(hole.upperBound, offset + length) - offset
-                        raw.baseAddress!.advanced(by: from).initializeMemory(as: UInt8.self, repeating: 0, count: to - from)
+                        raw.baseAddress!.advanced(by: from).initializeMemory(
+                            as: UInt8.self, repeating: 0, count: to - from)
                     }
                     var written = 0
                     while written < length {
@@ -123,7 +125,9 @@ public final class PatternFile: Sendable {
         var bytes = [UInt8](repeating: 0, count: count)
         var done = 0
         while done < count {
-            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset + done)) }
+            let n = bytes.withUnsafeMutableBytes {
+                pread(fd, $0.baseAddress! + done, count - done, off_t(offset + done))
+            }
             if n <= 0 { break }
             done += n
         }
@@ -203,7 +207,9 @@ public func descriptors(pointingAt path: String) -> Int {
     while let entry = readdir(directory) {
         let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         let n = readlink("/proc/self/fd/\(name)", &target, target.count - 1)
-        if n > 0 && String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) == path { count += 1 }
+        if n > 0 && String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) == path {
+            count += 1
+        }
     }
     return count
 }

@@ -20,7 +20,9 @@ final class ScratchFile: @unchecked Sendable {
         for i in 0..<block.count { block[i] = UInt8(truncatingIfNeeded: i &* 131) }
         var offset = 0
         while offset < size {
-            offset += block.withUnsafeBytes { pwrite(writer, $0.baseAddress, min($0.count, size - offset), off_t(offset)) }
+            offset += block.withUnsafeBytes {
+                pwrite(writer, $0.baseAddress, min($0.count, size - offset), off_t(offset))
+            }
         }
         fsync(writer)
         close(writer)

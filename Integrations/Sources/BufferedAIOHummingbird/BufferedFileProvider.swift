@@ -95,13 +95,17 @@ public struct BufferedFileProvider: FileProvider {
     }
 
     /// The bytes of `range` (clamped to the file, as `LocalFileSystem` clamps it) as a response body.
-    public func loadFile(id path: FileIdentifier, range: ClosedRange<Int>, context: some RequestContext) async throws
+    public func loadFile(
+        id path: FileIdentifier, range: ClosedRange<Int>, context: some RequestContext
+    ) async throws
         -> ResponseBody
     {
         try await load(path, range: range, context: context)
     }
 
-    private func load(_ path: String, range requested: ClosedRange<Int>?, context: some RequestContext) async throws
+    private func load(
+        _ path: String, range requested: ClosedRange<Int>?, context: some RequestContext
+    ) async throws
         -> ResponseBody
     {
         let file: BufferedFile
@@ -143,7 +147,8 @@ public struct BufferedFileProvider: FileProvider {
                 try await writer.write(chunk)
             }
             guard sent == bytes.count else {
-                throw FileShrankError(path: file.path, expectedEnd: bytes.upperBound, actualEnd: bytes.lowerBound + sent)
+                throw FileShrankError(
+                    path: file.path, expectedEnd: bytes.upperBound, actualEnd: bytes.lowerBound + sent)
             }
             try await writer.finish(nil)
         }

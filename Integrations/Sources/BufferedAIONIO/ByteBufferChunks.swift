@@ -103,7 +103,8 @@ public struct ByteBufferChunks: AsyncSequence, Sendable {
                 let chunks = self.chunks
                 let task = Task {
                     try await chunks.file.readChunk(
-                        fromAbsoluteOffset: offset, length: length, allocator: chunks.allocator, options: chunks.options)
+                        fromAbsoluteOffset: offset, length: length, allocator: chunks.allocator, options: chunks.options
+                    )
                 }
                 inFlight.append((task, length))
             }

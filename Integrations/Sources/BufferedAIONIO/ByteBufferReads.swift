@@ -45,13 +45,16 @@ extension BufferedFile {
     ///
     /// - Throws: `FileShrankError` if end of file comes before `range.upperBound`.
     public func readExactly(
-        _ range: Range<Int64>, allocator: ByteBufferAllocator = ByteBufferAllocator(), options: ReadOptions = ReadOptions()
+        _ range: Range<Int64>, allocator: ByteBufferAllocator = ByteBufferAllocator(),
+        options: ReadOptions = ReadOptions()
     ) async throws -> ByteBuffer {
         let buffer = try await readChunk(
-            fromAbsoluteOffset: range.lowerBound, length: Int(range.upperBound - range.lowerBound), allocator: allocator,
+            fromAbsoluteOffset: range.lowerBound, length: Int(range.upperBound - range.lowerBound),
+            allocator: allocator,
             options: options)
         guard buffer.readableBytes == range.count else {
-            throw FileShrankError(path: path, expectedEnd: range.upperBound, actualEnd: range.lowerBound + Int64(buffer.readableBytes))
+            throw FileShrankError(
+                path: path, expectedEnd: range.upperBound, actualEnd: range.lowerBound + Int64(buffer.readableBytes))
         }
         return buffer
     }
@@ -61,7 +64,8 @@ extension BufferedFile {
     ///
     /// - Throws: `BufferedAIOError` with code `invalidArgument` if the file is or grows larger than the limit.
     public func readToEnd(
-        maximumSizeAllowed: Int, allocator: ByteBufferAllocator = ByteBufferAllocator(), options: ReadOptions = ReadOptions()
+        maximumSizeAllowed: Int, allocator: ByteBufferAllocator = ByteBufferAllocator(),
+        options: ReadOptions = ReadOptions()
     ) async throws -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 0)
         // Ask for one byte more than allowed: getting it proves the file is too large without a stat race.

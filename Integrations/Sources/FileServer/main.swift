@@ -3,8 +3,8 @@
 // Benchmarks/wrk-compare runs it with each in turn.
 @_spi(Experiments) import BufferedAIO
 import BufferedAIOHummingbird
-import Hummingbird
 import Glibc
+import Hummingbird
 import Logging
 
 struct Options {
@@ -86,12 +86,14 @@ var logger = Logger(label: "FileServer")
 logger.logLevel = .notice
 // The one line a migration changes:
 if options.provider == "local" {
-    try await serve(LocalFileSystem(rootFolder: options.root, threadPool: .singleton, logger: logger), options, logger: logger)
+    try await serve(
+        LocalFileSystem(rootFolder: options.root, threadPool: .singleton, logger: logger), options, logger: logger)
 } else {
     var configuration = EngineConfiguration()
     configuration.residencyProbe = options.probe == "nowait" ? .nowait : .automatic
     configuration.pollerWaitsForLoneRead = options.loneReadWait
     let engine = try ReadEngine(configuration: configuration)
     try await serve(
-        BufferedFileProvider(rootFolder: options.root, engine: engine, logger: logger), options, logger: logger, engine: engine)
+        BufferedFileProvider(rootFolder: options.root, engine: engine, logger: logger), options, logger: logger,
+        engine: engine)
 }

@@ -6,8 +6,9 @@ import Testing
 
 @Suite(.enabled(if: ScratchDirectory.available, Comment(rawValue: ScratchDirectory.unavailableReason ?? "")))
 struct ByteBufferReadTests {
-    @Test("readChunk: a range, a range crossing EOF (short), past EOF (empty); cached and evicted",
-          arguments: [false, true])
+    @Test(
+        "readChunk: a range, a range crossing EOF (short), past EOF (empty); cached and evicted",
+        arguments: [false, true])
     func readChunk(evicted: Bool) async throws {
         let directory = try ScratchDirectory()
         let size = 1 << 20 + 321
@@ -39,8 +40,9 @@ struct ByteBufferReadTests {
         }
     }
 
-    @Test("readChunks: in order, equal to the file, for windows 1 and 4, whole file and a range; evicted",
-          arguments: [1, 4])
+    @Test(
+        "readChunks: in order, equal to the file, for windows 1 and 4, whole file and a range; evicted",
+        arguments: [1, 4])
     func chunks(window: Int) async throws {
         let directory = try ScratchDirectory()
         let size = 5 << 20 + 4321
@@ -89,7 +91,9 @@ struct ByteBufferReadTests {
             await #expect(throws: BufferedAIOError.self) { try await handle.readToEnd(maximumSizeAllowed: 2 << 20) }
             let exact = try await handle.readExactly(5..<1005)
             #expect(bytes(exact) == Array(file[5..<1005]))
-            await #expect(throws: FileShrankError.self) { try await handle.readExactly(Int64(file.count - 5)..<Int64(file.count + 5)) }
+            await #expect(throws: FileShrankError.self) {
+                try await handle.readExactly(Int64(file.count - 5)..<Int64(file.count + 5))
+            }
         }
     }
 }

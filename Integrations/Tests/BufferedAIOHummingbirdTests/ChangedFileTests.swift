@@ -1,7 +1,7 @@
+import BufferedAIOHummingbird
 // A file changed while a request is served: the response is one version of the file or an error, never a
 // mix or a silently short body.
 import BufferedAIONIO
-import BufferedAIOHummingbird
 import Foundation
 import Glibc
 import HTTPTypes

@@ -35,7 +35,9 @@ func bothAnswers(
 
 /// The headers FileMiddleware builds from a provider's attributes: equal ones mean a migration changes no
 /// client cache (ETag and Last-Modified) and no length.
-let attributeHeaders: [HTTPField.Name] = [.contentLength, .eTag, .lastModified, .contentRange, .acceptRanges, .contentType]
+let attributeHeaders: [HTTPField.Name] = [
+    .contentLength, .eTag, .lastModified, .contentRange, .acceptRanges, .contentType,
+]
 
 func expectSameHeaders(_ ours: TestResponse, _ reference: TestResponse) {
     #expect(ours.status == reference.status)
@@ -48,8 +50,9 @@ func bytes(_ buffer: ByteBuffer) -> [UInt8] { Array(buffer.readableBytesView) }
 
 @Suite(.enabled(if: ScratchDirectory.available, Comment(rawValue: ScratchDirectory.unavailableReason ?? "")))
 struct ProviderTests {
-    @Test("full bodies equal the file: one read (64 KiB), streamed (3 MiB + 5), empty, evicted first",
-          arguments: [(65536, false), (3 << 20 + 5, false), (0, false), (65536, true), (3 << 20 + 5, true)])
+    @Test(
+        "full bodies equal the file: one read (64 KiB), streamed (3 MiB + 5), empty, evicted first",
+        arguments: [(65536, false), (3 << 20 + 5, false), (0, false), (65536, true), (3 << 20 + 5, true)])
     func fullBody(size: Int, evicted: Bool) async throws {
         let directory = try ScratchDirectory()
         try directory.makeFile("data.bin", size: size)
@@ -61,8 +64,9 @@ struct ProviderTests {
         expectSameHeaders(ours, reference)
     }
 
-    @Test("ranges equal the file's slice, with LocalFileSystem's Content-Range, single-read and streamed",
-          arguments: [65536, 1 << 20 + 12345])
+    @Test(
+        "ranges equal the file's slice, with LocalFileSystem's Content-Range, single-read and streamed",
+        arguments: [65536, 1 << 20 + 12345])
     func ranges(size: Int) async throws {
         let directory = try ScratchDirectory()
         try directory.makeFile("data.bin", size: size)

@@ -8,7 +8,8 @@ import Synchronization
 public struct ReadOptions: Sendable, Hashable {
     /// Buffered (default), direct (bypass the cache) or automatic.
     public var mode: ReadMode = .buffered
-    /// How many chunk reads ``BufferedFile/chunks(in:chunkLength:)`` keeps in flight ahead of the consumer.
+    /// How many chunk reads ``BufferedFile/chunks(in:chunkLength:options:)`` keeps in flight ahead of the
+    /// consumer.
     public var window: Int = 4
 
     /// Options with the given mode and streaming window.
@@ -205,7 +206,9 @@ extension BufferedFile {
     ///   `CancellationError` if the task was cancelled while the read waited.
     ///
     /// The corresponding C function is `pread`.
-    public func read(fromAbsoluteOffset offset: Int64, count: Int, options: ReadOptions = ReadOptions()) async throws
+    public func read(
+        fromAbsoluteOffset offset: Int64, count: Int, options: ReadOptions = ReadOptions()
+    ) async throws
         -> [UInt8]
     {
         try Task.checkCancellation()
@@ -257,7 +260,9 @@ extension BufferedFile {
     /// The bytes at `offset` if every one of them is cached: one preadv2 into the array that is returned,
     /// with no request, sink or suspension (then the prepared read's ``Engine/Prepared/copiedAll`` is
     /// set). Otherwise the prepared read, for the slow path; nil when the fast path does not apply.
-    private func readCached(fromAbsoluteOffset offset: Int64, count: Int, options: ReadOptions) throws(BufferedAIOError)
+    private func readCached(
+        fromAbsoluteOffset offset: Int64, count: Int, options: ReadOptions
+    ) throws(BufferedAIOError)
         -> ([UInt8], Engine.Prepared)?
     {
         let engine = try self.engine.engine
@@ -269,7 +274,9 @@ extension BufferedFile {
         let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
             do throws(BufferedAIOError) {
                 prepared = try engine.prepare(
-                    ReadRequest(.file(self), offset: offset, length: count, into: UnsafeMutableRawBufferPointer(buffer), mode: .buffered))
+                    ReadRequest(
+                        .file(self), offset: offset, length: count, into: UnsafeMutableRawBufferPointer(buffer),
+                        mode: .buffered))
             } catch {
                 failure = error
             }

@@ -83,7 +83,8 @@ public struct BufferedFileChunks: AsyncSequence, Sendable {
                 let limit = end ?? Int64.max
                 guard nextOffset < limit else { return }
                 let length = Int(Swift.min(Int64(chunkLength), limit - nextOffset))
-                let read = try AsyncRead.start(file, engine: engine, offset: nextOffset, length: length, mode: options.mode)
+                let read = try AsyncRead.start(
+                    file, engine: engine, offset: nextOffset, length: length, mode: options.mode)
                 inFlight.append(read)
                 // By what was asked of the engine: a chunk longer than the file or than MAX_RW_COUNT is
                 // bounded at submit, and the next chunk starts where this one's bytes end.
@@ -106,7 +107,9 @@ extension BufferedFile {
     /// ```swift
     /// for try await chunk in file.chunks(chunkLength: 1 << 20) { consume(chunk) }
     /// ```
-    public func chunks(in range: Range<Int64>? = nil, chunkLength: Int = 1 << 20, options: ReadOptions = ReadOptions())
+    public func chunks(
+        in range: Range<Int64>? = nil, chunkLength: Int = 1 << 20, options: ReadOptions = ReadOptions()
+    )
         -> BufferedFileChunks
     {
         BufferedFileChunks(file: self, range: range, chunkLength: chunkLength, options: options)

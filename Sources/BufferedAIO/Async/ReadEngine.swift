@@ -30,7 +30,7 @@ public final class ReadEngine: Sendable {
         engine = try Engine(configuration: configuration)
     }
 
-    /// Stops the poller: pending reads fail with ``BufferedAIOError/Code/closed``, direct reads in flight
+    /// Stops the poller: pending reads fail with ``BufferedAIOError/Code/shutDown``, direct reads in flight
     /// are waited for, and the thread is joined. Reads started afterwards fail. Idempotent.
     public func shutdown() { engine.shutdown() }
 

@@ -71,7 +71,8 @@ extension Engine {
             && address % Int(memoryAlignment) == 0
         let start = request.offset / alignment * alignment
         let end = (request.offset + Int64(request.length) + alignment - 1) / alignment * alignment
-        let bounce = Int(min(end - start, max(alignment, Int64(configuration.directBounceLimit) / alignment * alignment)))
+        let bounce = Int(
+            min(end - start, max(alignment, Int64(configuration.directBounceLimit) / alignment * alignment)))
         let state = DirectState(
             inPlace: inPlace, offsetAlignment: alignment, memoryAlignment: Int(memoryAlignment),
             bounceLength: inPlace ? 0 : bounce, start: start)

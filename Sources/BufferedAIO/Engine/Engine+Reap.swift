@@ -30,7 +30,8 @@ extension Engine {
             if request.forceBlocking || !request.nowaitSupported {
                 return finishBlocking(request)
             }
-            let count = system_preadv2(request.fd, request.buffer! + request.done, remaining, position, cbaio_RWF_NOWAIT)
+            let count = system_preadv2(
+                request.fd, request.buffer! + request.done, remaining, position, cbaio_RWF_NOWAIT)
             if count > 0 {
                 request.done += count
                 continue

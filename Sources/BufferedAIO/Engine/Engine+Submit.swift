@@ -54,12 +54,14 @@ extension Engine {
     /// copied every byte, ``Prepared/copiedAll`` says how many and the read is done.
     func prepare(_ read: ReadRequest) throws(BufferedAIOError) -> Prepared {
         guard !isStopped else {
-            let (fd, path): (Int32, String?) = switch read.source {
-            case .descriptor(let fd): (fd, nil)
-            case .file(let file): (-1, file.path)
-            }
+            let (fd, path): (Int32, String?) =
+                switch read.source {
+                case .descriptor(let fd): (fd, nil)
+                case .file(let file): (-1, file.path)
+                }
             let name = BufferedAIOError.name(fd, path: path)
-            throw BufferedAIOError(.shutDown, "cannot read \(name): the engine is shut down", errno: .canceled, path: path)
+            throw BufferedAIOError(
+                .shutDown, "cannot read \(name): the engine is shut down", errno: .canceled, path: path)
         }
         let (fd, directFD, path, pins) = try descriptors(of: read)
         try validate(read, fd: fd, path: path)
@@ -98,7 +100,9 @@ extension Engine {
     /// Starts a read ``prepare(_:)`` could not finish: pins it in a request, finds and starts its missing
     /// pages, and hands it to the poller. Never waits for data I/O. `checked` is what a caller already
     /// learned of the descriptor (libbaio routes each iocb by it), so it is not asked twice.
-    func start(_ prepared: Prepared, sink: CompletionSink, checked: FileFacts? = nil) throws(BufferedAIOError)
+    func start(
+        _ prepared: Prepared, sink: CompletionSink, checked: FileFacts? = nil
+    ) throws(BufferedAIOError)
         -> Outcome
     {
         let (read, fd, path) = (prepared.read, prepared.fd, prepared.path)
@@ -267,7 +271,8 @@ extension Engine {
     /// ``Residency/readAhead(fd:from:to:chunk:call:)``).
     func issueReadahead(fd: Int32, run: PageRun, device: UInt64) {
         let chunk = Residency.readaheadChunk(device: device, limit: configuration.readaheadChunkLimit)
-        Residency.readAhead(fd: fd, from: run.byteStart, to: run.byteEnd, chunk: chunk, call: configuration.readaheadCall)
+        Residency.readAhead(
+            fd: fd, from: run.byteStart, to: run.byteEnd, chunk: chunk, call: configuration.readaheadCall)
         counters.readaheadBytes.add(Int(run.byteEnd - run.byteStart))
     }
 

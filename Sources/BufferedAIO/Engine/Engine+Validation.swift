@@ -28,7 +28,8 @@ extension Engine {
         case .file(let file):
             let d = file.descriptors.withLock { $0 }
             guard let buffered = d.buffered else {
-                throw BufferedAIOError(.fileClosed, "'\(file.path)' is closed", errno: .badFileDescriptor, path: file.path)
+                throw BufferedAIOError(
+                    .fileClosed, "'\(file.path)' is closed", errno: .badFileDescriptor, path: file.path)
             }
             return (buffered.fd, d.direct?.fd ?? -1, file.path, FilePins(buffered: buffered, direct: d.direct))
         }

@@ -30,10 +30,10 @@ public struct EngineStatistics: Sendable, Hashable, CustomStringConvertible {
     /// Blocking preads the reaper did as the safety net.
     public var blockingReads = 0
     /// Reads a reaper with nothing ready took from the poller and waited for in pread
-    /// (``EngineConfiguration/reaperWaitsInRead``).
+    /// (`EngineConfiguration.reaperWaitsInRead`, SPI).
     public var reaperWaits = 0
     /// Times the poller waited for a lone pending read in a one-byte blocking pread
-    /// (``EngineConfiguration/pollerWaitsForLoneRead``): about one per missing page or readahead window of
+    /// (`EngineConfiguration.pollerWaitsForLoneRead`, SPI): about one per missing page or readahead window of
     /// such reads, never a loop.
     public var loneReadWaits = 0
     /// Reads done through O_DIRECT and libaio.

@@ -215,9 +215,11 @@ struct Poller {
     }
 
     /// The next unconfirmed page of the only pending read, when the poller should wait for it in a pread
-    /// (see ``EngineConfiguration/pollerWaitsForLoneRead``).
+    /// (see `EngineConfiguration.pollerWaitsForLoneRead`).
     func loneReadWait() -> LoneWait? {
-        guard engine.configuration.pollerWaitsForLoneRead, active.count == 1, direct.inFlight.isEmpty else { return nil }
+        guard engine.configuration.pollerWaitsForLoneRead, active.count == 1, direct.inFlight.isEmpty else {
+            return nil
+        }
         let request = active[0]
         guard request.state == .pending, request.runIndex < request.runs.count else { return nil }
         let offset = max(request.runs[request.runIndex].byteStart, request.offset)

@@ -2,6 +2,7 @@
 // with `FileDescriptor` and `FilePath`, so a program that imports BufferedAIO and swift-system (or NIO,
 // which imports it) sees one `Errno`, one `FilePath` and one `FileDescriptor`.
 import Glibc
+
 @_exported import struct SystemPackage.Errno
 @_exported import struct SystemPackage.FileDescriptor
 @_exported import struct SystemPackage.FilePath

@@ -158,7 +158,9 @@ func system_io_destroy(_ context: io_context_t) -> Int32 {
     Int32(cbaio_sys_io_destroy(context))
 }
 
-func system_io_submit(_ context: io_context_t, _ count: Int, _ iocbs: UnsafeMutablePointer<UnsafeMutablePointer<iocb>?>) -> Int32 {
+func system_io_submit(
+    _ context: io_context_t, _ count: Int, _ iocbs: UnsafeMutablePointer<UnsafeMutablePointer<iocb>?>
+) -> Int32 {
     Int32(cbaio_sys_io_submit(context, count, iocbs))
 }
 
