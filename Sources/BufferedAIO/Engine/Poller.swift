@@ -12,6 +12,12 @@ struct Poller {
     /// Where RWF_NOWAIT probes copy to: the poller never writes a caller's buffer for buffered reads.
     let scratch: UnsafeMutableRawPointer
     let scratchLength = 256 << 10
+    /// Buffers every pass reuses, so a pass allocates nothing once they have grown: what the inbox held
+    /// (swapped out under its lock, leaving an empty buffer with capacity for the submitters), and the
+    /// requests a pass keeps (those the budget did not reach, then those probed).
+    var taken: [Request] = []
+    var unprobed: [Request] = []
+    var probed: [Request] = []
 
     init(engine: Engine) {
         self.engine = engine
@@ -28,9 +34,14 @@ struct Poller {
         // Where the poller last waited in a lone read's pread: never twice at one spot (see below).
         var lastLoneWait: LoneWait? = nil
         while true {
-            let (incoming, stopping) = engine.inbox.withLock { inbox in
-                defer { inbox.requests.removeAll(keepingCapacity: true) }
-                return (inbox.requests, inbox.stopping)
+            // A swap, not a copy: copying the array out and emptying it "keeping capacity" allocated a new
+            // buffer on every loop, because the copy still shared the old one. `taken` is moved out first,
+            // so the buffer the submitters get is not shared (their appends would copy it).
+            var incoming: [Request] = []
+            swap(&incoming, &taken)
+            let stopping = engine.inbox.withLock { inbox in
+                swap(&inbox.requests, &incoming)
+                return inbox.stopping
             }
             var ready: [Request] = []
             for request in incoming {
@@ -40,6 +51,8 @@ struct Poller {
                     active.append(request)
                 }
             }
+            incoming.removeAll(keepingCapacity: true)
+            swap(&incoming, &taken)
             if stopping {
                 Self.deliverGrouped(ready)
                 break
@@ -58,8 +71,7 @@ struct Poller {
                 // short timed sleeps for about one device latency before sleeping without a timeout.
                 if idleSince == nil { idleSince = now }
                 if now - idleSince! < backoffCeiling() * 4 {
-                    _ = system_ppoll_readable(engine.wakeFD, timeout: backoffCeiling())
-                    system_eventfd_drain(engine.wakeFD)
+                    nap(backoffCeiling())
                     continue
                 }
                 sleepUntilWoken()
@@ -87,11 +99,33 @@ struct Poller {
                     ready.isEmpty
                     ? min(interval * 2, backoffCeiling())
                     : max(interval / 2, engine.configuration.minimumPollInterval)
-                _ = system_ppoll_readable(engine.wakeFD, timeout: interval)
-                system_eventfd_drain(engine.wakeFD)
+                nap(untilFirstExpected(now: now, interval: interval) ?? interval)
             }
         }
         shutdownPending()
+    }
+
+    /// Sleeps until the wake eventfd is written or `timeout` passes. The eventfd is drained only when
+    /// ppoll saw it written: after a timeout the read would only return EAGAIN, one syscall per pass for
+    /// nothing (an EINTR leaves it set, and the next ppoll returns at once and drains it).
+    func nap(_ timeout: Duration?) {
+        if system_ppoll_readable(engine.wakeFD, timeout: timeout) { system_eventfd_drain(engine.wakeFD) }
+    }
+
+    /// When every pending read is younger than the device's usual latency, the time until the oldest one
+    /// is due (three quarters of the observed latency after its submit), if that is longer than the
+    /// back-off `interval`: passes before then would find nothing, and each costs a wake-up and a probe per
+    /// pending read. Nil (keep the back-off) once a read is due or overdue, while direct reads are in
+    /// flight (their completions wake the eventfd, but are counted in no buffered read's age), or before
+    /// any latency was observed.
+    func untilFirstExpected(now: ContinuousClock.Instant, interval: Duration) -> Duration? {
+        let latency = min(
+            Duration.nanoseconds(engine.observedLatency.load(ordering: .relaxed)),
+            engine.configuration.maximumPollInterval)
+        guard latency > .zero, direct.inFlight.isEmpty, var oldest = active.first?.submittedAt else { return nil }
+        for request in active where request.submittedAt < oldest { oldest = request.submittedAt }
+        let wait = oldest + latency * 3 / 4 - now
+        return wait > interval ? wait : nil
     }
 
     /// One pass over the pending requests, probing at most the budget's worth of pages. Requests the
@@ -102,9 +136,8 @@ struct Poller {
         guard !active.isEmpty else { return ready }
         var budget = Int64(engine.configuration.pollBudgetPages)
         var probes = 0
-        var probed: [Request] = []
-        var unprobed: [Request] = []
-        probed.reserveCapacity(active.count)
+        probed.removeAll(keepingCapacity: true)
+        unprobed.removeAll(keepingCapacity: true)
         for request in active {
             // Cancelled, or claimed by a reaper that chose to wait in its pread: no longer ours.
             if request.state != .pending { continue }
@@ -126,7 +159,11 @@ struct Poller {
                 probed.append(request)
             }
         }
-        active = unprobed + probed
+        active.removeAll(keepingCapacity: true)
+        active.append(contentsOf: unprobed)
+        active.append(contentsOf: probed)
+        probed.removeAll(keepingCapacity: true)
+        unprobed.removeAll(keepingCapacity: true)
         engine.counters.pollProbes.add(probes)
         return ready
     }
@@ -283,8 +320,7 @@ struct Poller {
             return true
         }
         guard sleep else { return }
-        _ = system_ppoll_readable(engine.wakeFD, timeout: nil)
-        system_eventfd_drain(engine.wakeFD)
+        nap(nil)
         engine.inbox.withLock { $0.pollerIdle = false }
     }
 
