@@ -56,6 +56,9 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
     let gate = Mutex<Bool>(false)
     let counters = Counters()
     private let engineSink = Mutex<ResidencySink?>(nil)
+    /// The same sink once made, read with one atomic load by every held read (the lock cost two atomic
+    /// read-modify-writes per read; Benchmarks/cost-model).
+    private let madeSink = AtomicLazyReference<ResidencySink>()
 
     final class Counters: Sendable {
         let engineReads = Atomic<Int>(0)
@@ -90,10 +93,12 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
 
     /// The sink the engine reports this context's reads to, made with the engine.
     func sink(_ watcher: ResidencyWatcher) -> ResidencySink {
-        engineSink.withLock { sink in
+        if let made = madeSink.load() { return made }
+        return engineSink.withLock { sink in
             if let sink { return sink }
             let made = watcher.sink(for: self)
             sink = made
+            _ = madeSink.storeIfNil(made)
             return made
         }
     }

@@ -22,6 +22,9 @@ enum Registry {
         static func shard(_ key: UInt) -> Int { Int((key >> 12) & 255) }
         /// Made on first use; a failed start (no thread could be made) is retried by the next read.
         let watcher = Mutex<ResidencyWatcher?>(nil)
+        /// The same engine once started, read with one atomic load by every held read: taking the lock
+        /// was two atomic read-modify-writes per read on the submit path (Benchmarks/cost-model).
+        let started = AtomicLazyReference<ResidencyWatcher>()
 
         static func retainedAddress() -> UInt { UInt(bitPattern: Unmanaged.passRetained(Table()).toOpaque()) }
     }
@@ -76,13 +79,16 @@ enum Registry {
 
     /// The engine, started on first use. Nil when its thread cannot be started; reads then go to the kernel.
     static func watcher() -> ResidencyWatcher? {
-        table.watcher.withLock { watcher in
+        let table = table
+        if let started = table.started.load() { return started }
+        return table.watcher.withLock { watcher in
             if let watcher { return watcher }
             // The RWF_NOWAIT probe at submit copies at most probeLimit bytes; the engine must agree, or it
             // would take a probe cut short for a miss that started the next page.
             var configuration = EngineConfiguration()
             configuration.inlineCopyLimit = probeLimit
             watcher = try? ResidencyWatcher(configuration: configuration)
+            if let watcher { _ = table.started.storeIfNil(watcher) }
             return watcher
         }
     }
