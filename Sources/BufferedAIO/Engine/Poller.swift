@@ -18,16 +18,36 @@ struct Poller {
     var taken: [Request] = []
     var unprobed: [Request] = []
     var probed: [Request] = []
+    /// The configured poll bounds and stall timeout in nanoseconds. The poller's time arithmetic is done
+    /// in integers: the standard library's generic `Duration * Int` and `Duration / Int` go through
+    /// _Int128(exactly:) and cost about 500 instructions a call (callgrind), and the poller made several
+    /// per pass and one per pending request per pass (the stall timeout): 15 % of its instructions.
+    let minimumPoll: Int
+    let maximumPoll: Int
+    let stallTimeout: Int
 
     init(engine: Engine) {
         self.engine = engine
         self.direct = DirectIO(engine: engine)
         self.scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchLength, alignment: systemPageSize)
+        self.minimumPoll = Self.nanoseconds(engine.configuration.minimumPollInterval)
+        self.maximumPoll = Self.nanoseconds(engine.configuration.maximumPollInterval)
+        self.stallTimeout = Self.nanoseconds(engine.configuration.stallTimeout)
+    }
+
+    /// `duration` in nanoseconds, between 0 and about 4.5 years (Int.max / 64), so that the few small
+    /// multiples the poller takes of a configured bound cannot overflow.
+    static func nanoseconds(_ duration: Duration) -> Int {
+        let limit = Int.max / 64
+        let (seconds, attoseconds) = duration.components
+        guard seconds >= 0 else { return 0 }
+        guard seconds < Int64(limit / 1_000_000_000) else { return limit }
+        return Int(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 
     mutating func run() {
         defer { scratch.deallocate() }
-        var interval = engine.configuration.minimumPollInterval
+        var interval = minimumPoll  // nanoseconds
         var idleSince: ContinuousClock.Instant? = nil
         // When two or more reads were last pending together: a caller at depth 1 has none recently.
         var lastDeep = ContinuousClock.now
@@ -70,14 +90,15 @@ struct Poller {
                 // the submitter an eventfd write and a cross-CPU interrupt (a VM exit here), so linger on
                 // short timed sleeps for about one device latency before sleeping without a timeout.
                 if idleSince == nil { idleSince = now }
-                if now - idleSince! < backoffCeiling() * 4 {
-                    nap(backoffCeiling())
+                let ceiling = backoffCeiling()
+                if now - idleSince! < .nanoseconds(ceiling * 4) {
+                    nap(.nanoseconds(ceiling))
                     continue
                 }
                 sleepUntilWoken()
                 idleSince = nil
-                interval = engine.configuration.minimumPollInterval
-            } else if now - lastDeep > backoffCeiling() * 16, let lone = loneReadWait(), lone != lastLoneWait {
+                interval = minimumPoll
+            } else if now - lastDeep > .nanoseconds(backoffCeiling() * 16), let lone = loneReadWait(), lone != lastLoneWait {
                 // At depth 1 a poll pass can only notice the I/O late; a blocking pread of one byte
                 // sleeps on the page lock and wakes when the I/O ends. The byte goes to scratch. Only
                 // when the depth has stayed at 1 for a while: at depth 4 or 8 a new read submitted while
@@ -90,16 +111,13 @@ struct Poller {
                 lastLoneWait = lone
                 engine.counters.loneReadWaits.add(1)
                 _ = system_pread(active[0].fd, scratch, 1, lone.offset)
-                interval = engine.configuration.minimumPollInterval
+                interval = minimumPoll
             } else {
                 idleSince = nil
                 // Multiplicative increase while nothing completes, decrease when something does: the
                 // interval settles near the gap between completions instead of spinning at the minimum.
-                interval =
-                    ready.isEmpty
-                    ? min(interval * 2, backoffCeiling())
-                    : max(interval / 2, engine.configuration.minimumPollInterval)
-                nap(untilFirstExpected(now: now, interval: interval) ?? interval)
+                interval = ready.isEmpty ? min(interval * 2, backoffCeiling()) : max(interval / 2, minimumPoll)
+                nap(untilFirstExpected(now: now, interval: interval) ?? .nanoseconds(interval))
             }
         }
         shutdownPending()
@@ -115,17 +133,14 @@ struct Poller {
     /// When every pending read is younger than the device's usual latency, the time until the oldest one
     /// is due (three quarters of the observed latency after its submit), if that is longer than the
     /// back-off `interval`: passes before then would find nothing, and each costs a wake-up and a probe per
-    /// pending read. Nil (keep the back-off) once a read is due or overdue, while direct reads are in
-    /// flight (their completions wake the eventfd, but are counted in no buffered read's age), or before
-    /// any latency was observed.
-    func untilFirstExpected(now: ContinuousClock.Instant, interval: Duration) -> Duration? {
-        let latency = min(
-            Duration.nanoseconds(engine.observedLatency.load(ordering: .relaxed)),
-            engine.configuration.maximumPollInterval)
-        guard latency > .zero, direct.inFlight.isEmpty, var oldest = active.first?.submittedAt else { return nil }
+    /// pending read. Nil (keep the back-off) once a read is due or overdue, or while direct reads are in
+    /// flight (their completions wake the eventfd, but are counted in no buffered read's age).
+    func untilFirstExpected(now: ContinuousClock.Instant, interval: Int) -> Duration? {
+        let latency = min(engine.observedLatency.load(ordering: .relaxed), maximumPoll)
+        guard latency > 0, direct.inFlight.isEmpty, var oldest = active.first?.submittedAt else { return nil }
         for request in active where request.submittedAt < oldest { oldest = request.submittedAt }
-        let wait = oldest + latency * 3 / 4 - now
-        return wait > interval ? wait : nil
+        let wait = oldest + .nanoseconds(latency / 4 * 3) - now
+        return wait > .nanoseconds(interval) ? wait : nil
     }
 
     /// One pass over the pending requests, probing at most the budget's worth of pages. Requests the
@@ -136,6 +151,7 @@ struct Poller {
         guard !active.isEmpty else { return ready }
         var budget = Int64(engine.configuration.pollBudgetPages)
         var probes = 0
+        let stallTimeout = currentStallTimeout()
         probed.removeAll(keepingCapacity: true)
         unprobed.removeAll(keepingCapacity: true)
         for request in active {
@@ -151,7 +167,7 @@ struct Poller {
                 request.lastProgress = now
                 request.stalls = 0
             } else if request.references > 0 {
-                checkStall(request, now: now)
+                checkStall(request, now: now, timeout: stallTimeout)
             }
             if request.references == 0 || request.forceBlocking {
                 if request.transition(from: .pending, to: .ready) { ready.append(request) }
@@ -227,9 +243,7 @@ struct Poller {
     /// A request that has made no progress for a stall timeout has its readahead issued again (pages can
     /// be evicted while waiting, or dropped by a capped call); after too many stalls the reaper reads it
     /// with a blocking pread, which also surfaces read errors such as EIO.
-    func checkStall(_ request: Request, now: ContinuousClock.Instant) {
-        let latency = Duration.nanoseconds(engine.observedLatency.load(ordering: .relaxed))
-        let timeout = max(engine.configuration.stallTimeout, min(latency, Self.latencyCeiling) * 8)
+    func checkStall(_ request: Request, now: ContinuousClock.Instant, timeout: Duration) {
         guard now - request.lastProgress > timeout else { return }
         engine.counters.stalls.add(1)
         request.stalls += 1
@@ -242,6 +256,13 @@ struct Poller {
         var info = stat()
         guard system_fstat(request.fd, &info) == 0, request.runIndex < request.runs.count else { return }
         engine.issueReadahead(fd: request.fd, run: request.runs[request.runIndex], device: UInt64(info.st_dev))
+    }
+
+    /// The stall timeout: the configured one, or eight observed latencies (each capped) if longer. Computed
+    /// once per pass, not per pending request.
+    func currentStallTimeout() -> Duration {
+        let latency = min(engine.observedLatency.load(ordering: .relaxed), Self.latencyCeilingNanoseconds)
+        return .nanoseconds(max(stallTimeout, latency * 8))
     }
 
     /// A place the poller may wait in a pread for a lone read: the read and the offset of its next
@@ -261,11 +282,10 @@ struct Poller {
         return LoneWait(serial: request.serial, offset: offset)
     }
 
-    /// The longest sleep while requests are pending: a quarter of the observed device latency, so a
-    /// completion waits at most about that long to be noticed, within the configured bounds.
-    func backoffCeiling() -> Duration {
-        let latency = Duration.nanoseconds(engine.observedLatency.load(ordering: .relaxed))
-        return min(max(latency / 4, engine.configuration.minimumPollInterval), engine.configuration.maximumPollInterval)
+    /// The longest sleep while requests are pending, in nanoseconds: a quarter of the observed device
+    /// latency, so a completion waits at most about that long to be noticed, within the configured bounds.
+    func backoffCeiling() -> Int {
+        min(max(engine.observedLatency.load(ordering: .relaxed) / 4, minimumPoll), maximumPoll)
     }
 
     /// Delivers a pass's ready requests: one call per sink, so an IOContext takes one lock and makes one
@@ -282,6 +302,7 @@ struct Poller {
     /// before; on a slower device a stall only issues the readahead again, and the blocking safety net
     /// after ``EngineConfiguration/maximumStalls`` of them still returns the right bytes.
     static let latencyCeiling: Duration = .milliseconds(100)
+    static let latencyCeilingNanoseconds = 100_000_000
 
     /// Feeds the observed latency with how long the requests whose pages arrived took. Requests that
     /// stalled or go to the blocking safety net are left out: their time measures the stall timeout, not
@@ -291,8 +312,8 @@ struct Poller {
         var count: Int64 = 0
         let ceiling = Self.latencyCeiling
         for request in ready where !request.stalled && !request.forceBlocking {
-            let elapsed = min(now - request.submittedAt, ceiling)
-            total += elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
+            let (seconds, attoseconds) = min(now - request.submittedAt, ceiling).components
+            total += seconds * 1_000_000_000 + attoseconds / 1_000_000_000
             count += 1
         }
         guard count > 0 else { return }
