@@ -117,7 +117,7 @@ struct Poller {
                 // Multiplicative increase while nothing completes, decrease when something does: the
                 // interval settles near the gap between completions instead of spinning at the minimum.
                 interval = ready.isEmpty ? min(interval * 2, backoffCeiling()) : max(interval / 2, minimumPoll)
-                nap(untilFirstExpected(now: now, interval: interval) ?? .nanoseconds(interval))
+                nap(.nanoseconds(interval))
             }
         }
         shutdownPending()
@@ -128,19 +128,6 @@ struct Poller {
     /// nothing (an EINTR leaves it set, and the next ppoll returns at once and drains it).
     func nap(_ timeout: Duration?) {
         if system_ppoll_readable(engine.wakeFD, timeout: timeout) { system_eventfd_drain(engine.wakeFD) }
-    }
-
-    /// When every pending read is younger than the device's usual latency, the time until the oldest one
-    /// is due (three quarters of the observed latency after its submit), if that is longer than the
-    /// back-off `interval`: passes before then would find nothing, and each costs a wake-up and a probe per
-    /// pending read. Nil (keep the back-off) once a read is due or overdue, or while direct reads are in
-    /// flight (their completions wake the eventfd, but are counted in no buffered read's age).
-    func untilFirstExpected(now: ContinuousClock.Instant, interval: Int) -> Duration? {
-        let latency = min(engine.observedLatency.load(ordering: .relaxed), maximumPoll)
-        guard latency > 0, direct.inFlight.isEmpty, var oldest = active.first?.submittedAt else { return nil }
-        for request in active where request.submittedAt < oldest { oldest = request.submittedAt }
-        let wait = oldest + .nanoseconds(latency / 4 * 3) - now
-        return wait > .nanoseconds(interval) ? wait : nil
     }
 
     /// One pass over the pending requests, probing at most the budget's worth of pages. Requests the
