@@ -56,6 +56,11 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
     let gate = Mutex<Bool>(false)
     let counters = Counters()
     private let engineSink = Mutex<ResidencySink?>(nil)
+    /// The address of the same sink once made, read with one atomic load by every held read (the lock cost
+    /// two atomic read-modify-writes per read; Benchmarks/cost-model). `engineSink` keeps the sink alive
+    /// as long as this context, so the unretained address stays valid (an AtomicLazyReference would cost
+    /// more than the lock: its load is unspecialised generic code).
+    private let madeSink = Atomic<UInt>(0)
 
     final class Counters: Sendable {
         let engineReads = Atomic<Int>(0)
@@ -90,10 +95,13 @@ final class KernelContext: ResidencyListener, @unchecked Sendable {
 
     /// The sink the engine reports this context's reads to, made with the engine.
     func sink(_ watcher: ResidencyWatcher) -> ResidencySink {
-        engineSink.withLock { sink in
+        let address = madeSink.load(ordering: .acquiring)
+        if address != 0 { return Unmanaged.fromOpaque(UnsafeRawPointer(bitPattern: address)!).takeUnretainedValue() }
+        return engineSink.withLock { sink in
             if let sink { return sink }
             let made = watcher.sink(for: self)
             sink = made
+            madeSink.store(UInt(bitPattern: Unmanaged.passUnretained(made).toOpaque()), ordering: .releasing)
             return made
         }
     }

@@ -22,6 +22,12 @@ enum Registry {
         static func shard(_ key: UInt) -> Int { Int((key >> 12) & 255) }
         /// Made on first use; a failed start (no thread could be made) is retried by the next read.
         let watcher = Mutex<ResidencyWatcher?>(nil)
+        /// The address of the same engine once started, read with one atomic load by every held read:
+        /// the lock was two atomic read-modify-writes per read on the submit path (Benchmarks/cost-model).
+        /// Not an AtomicLazyReference: its load is generic code that looks its metadata up on every call
+        /// (about 780 instructions, more than the lock). `watcher` keeps the engine alive, and a table is
+        /// never freed, so the unretained address stays valid.
+        let started = Atomic<UInt>(0)
 
         static func retainedAddress() -> UInt { UInt(bitPattern: Unmanaged.passRetained(Table()).toOpaque()) }
     }
@@ -76,13 +82,19 @@ enum Registry {
 
     /// The engine, started on first use. Nil when its thread cannot be started; reads then go to the kernel.
     static func watcher() -> ResidencyWatcher? {
-        table.watcher.withLock { watcher in
+        let table = table
+        let address = table.started.load(ordering: .acquiring)
+        if address != 0 { return Unmanaged.fromOpaque(UnsafeRawPointer(bitPattern: address)!).takeUnretainedValue() }
+        return table.watcher.withLock { watcher in
             if let watcher { return watcher }
             // The RWF_NOWAIT probe at submit copies at most probeLimit bytes; the engine must agree, or it
             // would take a probe cut short for a miss that started the next page.
             var configuration = EngineConfiguration()
             configuration.inlineCopyLimit = probeLimit
             watcher = try? ResidencyWatcher(configuration: configuration)
+            if let watcher {
+                table.started.store(UInt(bitPattern: Unmanaged.passUnretained(watcher).toOpaque()), ordering: .releasing)
+            }
             return watcher
         }
     }

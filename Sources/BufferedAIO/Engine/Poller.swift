@@ -12,25 +12,56 @@ struct Poller {
     /// Where RWF_NOWAIT probes copy to: the poller never writes a caller's buffer for buffered reads.
     let scratch: UnsafeMutableRawPointer
     let scratchLength = 256 << 10
+    /// Buffers every pass reuses, so a pass allocates nothing once they have grown: what the inbox held
+    /// (swapped out under its lock, leaving an empty buffer with capacity for the submitters), and the
+    /// requests a pass keeps (those the budget did not reach, then those probed).
+    var taken: [Request] = []
+    var unprobed: [Request] = []
+    var probed: [Request] = []
+    /// The configured poll bounds and stall timeout in nanoseconds. The poller's time arithmetic is done
+    /// in integers: the standard library's generic `Duration * Int` and `Duration / Int` go through
+    /// _Int128(exactly:) and cost about 500 instructions a call (callgrind), and the poller made several
+    /// per pass and one per pending request per pass (the stall timeout): 15 % of its instructions.
+    let minimumPoll: Int
+    let maximumPoll: Int
+    let stallTimeout: Int
 
     init(engine: Engine) {
         self.engine = engine
         self.direct = DirectIO(engine: engine)
         self.scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchLength, alignment: systemPageSize)
+        self.minimumPoll = Self.nanoseconds(engine.configuration.minimumPollInterval)
+        self.maximumPoll = Self.nanoseconds(engine.configuration.maximumPollInterval)
+        self.stallTimeout = Self.nanoseconds(engine.configuration.stallTimeout)
+    }
+
+    /// `duration` in nanoseconds, between 0 and about 4.5 years (Int.max / 64), so that the few small
+    /// multiples the poller takes of a configured bound cannot overflow.
+    static func nanoseconds(_ duration: Duration) -> Int {
+        let limit = Int.max / 64
+        let (seconds, attoseconds) = duration.components
+        guard seconds >= 0 else { return 0 }
+        guard seconds < Int64(limit / 1_000_000_000) else { return limit }
+        return Int(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 
     mutating func run() {
         defer { scratch.deallocate() }
-        var interval = engine.configuration.minimumPollInterval
+        var interval = minimumPoll  // nanoseconds
         var idleSince: ContinuousClock.Instant? = nil
         // When two or more reads were last pending together: a caller at depth 1 has none recently.
         var lastDeep = ContinuousClock.now
         // Where the poller last waited in a lone read's pread: never twice at one spot (see below).
         var lastLoneWait: LoneWait? = nil
         while true {
-            let (incoming, stopping) = engine.inbox.withLock { inbox in
-                defer { inbox.requests.removeAll(keepingCapacity: true) }
-                return (inbox.requests, inbox.stopping)
+            // A swap, not a copy: copying the array out and emptying it "keeping capacity" allocated a new
+            // buffer on every loop, because the copy still shared the old one. `taken` is moved out first,
+            // so the buffer the submitters get is not shared (their appends would copy it).
+            var incoming: [Request] = []
+            swap(&incoming, &taken)
+            let stopping = engine.inbox.withLock { inbox in
+                swap(&inbox.requests, &incoming)
+                return inbox.stopping
             }
             var ready: [Request] = []
             for request in incoming {
@@ -40,6 +71,8 @@ struct Poller {
                     active.append(request)
                 }
             }
+            incoming.removeAll(keepingCapacity: true)
+            swap(&incoming, &taken)
             if stopping {
                 Self.deliverGrouped(ready)
                 break
@@ -57,15 +90,15 @@ struct Poller {
                 // the submitter an eventfd write and a cross-CPU interrupt (a VM exit here), so linger on
                 // short timed sleeps for about one device latency before sleeping without a timeout.
                 if idleSince == nil { idleSince = now }
-                if now - idleSince! < backoffCeiling() * 4 {
-                    _ = system_ppoll_readable(engine.wakeFD, timeout: backoffCeiling())
-                    system_eventfd_drain(engine.wakeFD)
+                let ceiling = backoffCeiling()
+                if now - idleSince! < .nanoseconds(ceiling * 4) {
+                    nap(.nanoseconds(ceiling))
                     continue
                 }
                 sleepUntilWoken()
                 idleSince = nil
-                interval = engine.configuration.minimumPollInterval
-            } else if now - lastDeep > backoffCeiling() * 16, let lone = loneReadWait(), lone != lastLoneWait {
+                interval = minimumPoll
+            } else if now - lastDeep > .nanoseconds(backoffCeiling() * 16), let lone = loneReadWait(), lone != lastLoneWait {
                 // At depth 1 a poll pass can only notice the I/O late; a blocking pread of one byte
                 // sleeps on the page lock and wakes when the I/O ends. The byte goes to scratch. Only
                 // when the depth has stayed at 1 for a while: at depth 4 or 8 a new read submitted while
@@ -78,20 +111,23 @@ struct Poller {
                 lastLoneWait = lone
                 engine.counters.loneReadWaits.add(1)
                 _ = system_pread(active[0].fd, scratch, 1, lone.offset)
-                interval = engine.configuration.minimumPollInterval
+                interval = minimumPoll
             } else {
                 idleSince = nil
                 // Multiplicative increase while nothing completes, decrease when something does: the
                 // interval settles near the gap between completions instead of spinning at the minimum.
-                interval =
-                    ready.isEmpty
-                    ? min(interval * 2, backoffCeiling())
-                    : max(interval / 2, engine.configuration.minimumPollInterval)
-                _ = system_ppoll_readable(engine.wakeFD, timeout: interval)
-                system_eventfd_drain(engine.wakeFD)
+                interval = ready.isEmpty ? min(interval * 2, backoffCeiling()) : max(interval / 2, minimumPoll)
+                nap(.nanoseconds(interval))
             }
         }
         shutdownPending()
+    }
+
+    /// Sleeps until the wake eventfd is written or `timeout` passes. The eventfd is drained only when
+    /// ppoll saw it written: after a timeout the read would only return EAGAIN, one syscall per pass for
+    /// nothing (an EINTR leaves it set, and the next ppoll returns at once and drains it).
+    func nap(_ timeout: Duration?) {
+        if system_ppoll_readable(engine.wakeFD, timeout: timeout) { system_eventfd_drain(engine.wakeFD) }
     }
 
     /// One pass over the pending requests, probing at most the budget's worth of pages. Requests the
@@ -102,9 +138,9 @@ struct Poller {
         guard !active.isEmpty else { return ready }
         var budget = Int64(engine.configuration.pollBudgetPages)
         var probes = 0
-        var probed: [Request] = []
-        var unprobed: [Request] = []
-        probed.reserveCapacity(active.count)
+        let stallTimeout = currentStallTimeout()
+        probed.removeAll(keepingCapacity: true)
+        unprobed.removeAll(keepingCapacity: true)
         for request in active {
             // Cancelled, or claimed by a reaper that chose to wait in its pread: no longer ours.
             if request.state != .pending { continue }
@@ -118,7 +154,7 @@ struct Poller {
                 request.lastProgress = now
                 request.stalls = 0
             } else if request.references > 0 {
-                checkStall(request, now: now)
+                checkStall(request, now: now, timeout: stallTimeout)
             }
             if request.references == 0 || request.forceBlocking {
                 if request.handle(.didBecomeResident) == .deliver { ready.append(request) }
@@ -126,7 +162,11 @@ struct Poller {
                 probed.append(request)
             }
         }
-        active = unprobed + probed
+        active.removeAll(keepingCapacity: true)
+        active.append(contentsOf: unprobed)
+        active.append(contentsOf: probed)
+        probed.removeAll(keepingCapacity: true)
+        unprobed.removeAll(keepingCapacity: true)
         engine.counters.pollProbes.add(probes)
         return ready
     }
@@ -190,9 +230,7 @@ struct Poller {
     /// A request that has made no progress for a stall timeout has its readahead issued again (pages can
     /// be evicted while waiting, or dropped by a capped call); after too many stalls the reaper reads it
     /// with a blocking pread, which also surfaces read errors such as EIO.
-    func checkStall(_ request: Request, now: ContinuousClock.Instant) {
-        let latency = Duration.nanoseconds(engine.observedLatency.load(ordering: .relaxed))
-        let timeout = max(engine.configuration.stallTimeout, min(latency, Self.latencyCeiling) * 8)
+    func checkStall(_ request: Request, now: ContinuousClock.Instant, timeout: Duration) {
         guard now - request.lastProgress > timeout else { return }
         engine.counters.stalls.add(1)
         request.stalls += 1
@@ -205,6 +243,13 @@ struct Poller {
         var info = stat()
         guard system_fstat(request.fd, &info) == 0, request.runIndex < request.runs.count else { return }
         engine.issueReadahead(fd: request.fd, run: request.runs[request.runIndex], device: UInt64(info.st_dev))
+    }
+
+    /// The stall timeout: the configured one, or eight observed latencies (each capped) if longer. Computed
+    /// once per pass, not per pending request.
+    func currentStallTimeout() -> Duration {
+        let latency = min(engine.observedLatency.load(ordering: .relaxed), Self.latencyCeilingNanoseconds)
+        return .nanoseconds(max(stallTimeout, latency * 8))
     }
 
     /// A place the poller may wait in a pread for a lone read: the read and the offset of its next
@@ -226,11 +271,10 @@ struct Poller {
         return LoneWait(serial: request.serial, offset: offset)
     }
 
-    /// The longest sleep while requests are pending: a quarter of the observed device latency, so a
-    /// completion waits at most about that long to be noticed, within the configured bounds.
-    func backoffCeiling() -> Duration {
-        let latency = Duration.nanoseconds(engine.observedLatency.load(ordering: .relaxed))
-        return min(max(latency / 4, engine.configuration.minimumPollInterval), engine.configuration.maximumPollInterval)
+    /// The longest sleep while requests are pending, in nanoseconds: a quarter of the observed device
+    /// latency, so a completion waits at most about that long to be noticed, within the configured bounds.
+    func backoffCeiling() -> Int {
+        min(max(engine.observedLatency.load(ordering: .relaxed) / 4, minimumPoll), maximumPoll)
     }
 
     /// Delivers a pass's ready requests: one call per sink, so an IOContext takes one lock and makes one
@@ -247,6 +291,7 @@ struct Poller {
     /// before; on a slower device a stall only issues the readahead again, and the blocking safety net
     /// after ``EngineConfiguration/maximumStalls`` of them still returns the right bytes.
     static let latencyCeiling: Duration = .milliseconds(100)
+    static let latencyCeilingNanoseconds = 100_000_000
 
     /// Feeds the observed latency with how long the requests whose pages arrived took. Requests that
     /// stalled or go to the blocking safety net are left out: their time measures the stall timeout, not
@@ -256,8 +301,8 @@ struct Poller {
         var count: Int64 = 0
         let ceiling = Self.latencyCeiling
         for request in ready where !request.stalled && !request.forceBlocking {
-            let elapsed = min(now - request.submittedAt, ceiling)
-            total += elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
+            let (seconds, attoseconds) = min(now - request.submittedAt, ceiling).components
+            total += seconds * 1_000_000_000 + attoseconds / 1_000_000_000
             count += 1
         }
         guard count > 0 else { return }
@@ -266,10 +311,27 @@ struct Poller {
         engine.observedLatency.store(old - old / 8 + sample / 8, ordering: .relaxed)
     }
 
+    /// Delivers each sink its requests in one call, in the order they became ready.
     static func deliverGrouped(_ requests: [Request]) {
         guard let firstSink = requests.first?.sink else { return }
         if requests.allSatisfy({ $0.sink === firstSink }) {
             firstSink.deliver(requests)
+            return
+        }
+        // Several sinks: the async API gives every read its own. Up to a few dozen requests a linear scan
+        // of the sinks seen so far is cheaper than a Dictionary, whose hashing, growth and copies cost
+        // about 1,500 instructions per read at the async API's QD32 (callgrind, Benchmarks/cost-model).
+        if requests.count <= 64 {
+            var groups: [(sink: any CompletionSink, requests: [Request])] = []
+            groups.reserveCapacity(requests.count)
+            for request in requests {
+                if let index = groups.firstIndex(where: { $0.sink === request.sink }) {
+                    groups[index].requests.append(request)
+                } else {
+                    groups.append((request.sink, [request]))
+                }
+            }
+            for group in groups { group.sink.deliver(group.requests) }
             return
         }
         var groups: [ObjectIdentifier: [Request]] = [:]
@@ -285,8 +347,7 @@ struct Poller {
             return true
         }
         guard sleep else { return }
-        _ = system_ppoll_readable(engine.wakeFD, timeout: nil)
-        system_eventfd_drain(engine.wakeFD)
+        nap(nil)
         engine.inbox.withLock { $0.pollerIdle = false }
     }
 
