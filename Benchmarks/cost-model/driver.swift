@@ -17,7 +17,8 @@ func monotonic() -> Double {
 func cpuSeconds() -> Double {
     var usage = rusage()
     getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(
+        usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
 }
 
 let blockSize = 4096
@@ -74,7 +75,10 @@ func runContext(_ file: BufferedFile, _ fd: Int32, _ walk: Walk, depth: Int, dea
         for event in events {
             outstanding -= 1
             let slot = Int(event.tag)
-            guard try event.get() == blockSize else { mismatches += 1; continue }
+            guard try event.get() == blockSize else {
+                mismatches += 1
+                continue
+            }
             if reads % 64 == 0 && !matches(fd, UnsafeRawBufferPointer(buffers[slot]), offsets[slot]) { mismatches += 1 }
             reads += 1
             if !stop { try submit(slot) }
@@ -92,7 +96,11 @@ final class Totals: @unchecked Sendable {
 final class NSLockLike: @unchecked Sendable {
     var mutex = pthread_mutex_t()
     init() { pthread_mutex_init(&mutex, nil) }
-    func with(_ body: () -> Void) { pthread_mutex_lock(&mutex); body(); pthread_mutex_unlock(&mutex) }
+    func with(_ body: () -> Void) {
+        pthread_mutex_lock(&mutex)
+        body()
+        pthread_mutex_unlock(&mutex)
+    }
 }
 
 func runAsync(_ path: String, _ fd: Int32, _ walk: Walk, depth: Int, deadline: Double) throws -> (Int, Int) {
@@ -120,7 +128,10 @@ func runAsync(_ path: String, _ fd: Int32, _ walk: Walk, depth: Int, deadline: D
                 reads += 1
                 n += depth
             }
-            totals.lock.with { totals.reads += reads; totals.mismatches += mismatches }
+            totals.lock.with {
+                totals.reads += reads
+                totals.mismatches += mismatches
+            }
             done.signal()
         }
     }
@@ -149,5 +160,6 @@ file.close()
 print(
     "reads=\(reads) iops=\(Int(Double(reads) / elapsed)) cpu_us_per_read=\((cpu / Double(max(reads, 1)) * 1e8).rounded() / 100)"
         + " mismatches=\(mismatches) waited=\(statistics.submitted - statistics.completedInline)"
-        + " poll_passes=\(statistics.pollPasses) reaper_waits=\(statistics.reaperWaits) lone_waits=\(statistics.loneReadWaits)")
+        + " poll_passes=\(statistics.pollPasses) reaper_waits=\(statistics.reaperWaits) lone_waits=\(statistics.loneReadWaits)"
+)
 exit(mismatches == 0 ? 0 : 1)

@@ -93,7 +93,8 @@ enum Registry {
             configuration.inlineCopyLimit = probeLimit
             watcher = try? ResidencyWatcher(configuration: configuration)
             if let watcher {
-                table.started.store(UInt(bitPattern: Unmanaged.passUnretained(watcher).toOpaque()), ordering: .releasing)
+                table.started.store(
+                    UInt(bitPattern: Unmanaged.passUnretained(watcher).toOpaque()), ordering: .releasing)
             }
             return watcher
         }

@@ -209,7 +209,6 @@ public final class IOContext: Sendable {
     public func close() {
         guard queue.markClosed() else { return }
         engine.shutdown()
-        engine.mappings.keepRecent(0)
         queue.finishClosing()
     }
 

@@ -61,6 +61,13 @@ public struct EngineConfiguration: Sendable, Hashable {
     /// call asks beyond about one readahead window, so ranges are split; the device's own window caps it too.
     public var readaheadChunkLimit: Int = 2 << 20
 
+    /// How many files' mincore mappings stay alive after their last request, until shutdown. At queue depth
+    /// 1 the one request holding a file's mapping finishes before the next is submitted, so without this
+    /// every read would mmap and munmap the file (a TLB shootdown each). The price: a file deleted while
+    /// its mapping is kept holds its disk space until `recentMappings` other files have been read or the
+    /// engine shuts down. 0 keeps none.
+    public var recentMappings: Int = 4
+
     /// The largest bounce buffer a direct read of unaligned data uses; longer reads go in chunks.
     public var directBounceLimit: Int = 1 << 20
 

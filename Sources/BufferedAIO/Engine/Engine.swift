@@ -41,6 +41,7 @@ final class Engine: @unchecked Sendable {
 
     init(configuration: EngineConfiguration) throws(BufferedAIOError) {
         self.configuration = configuration
+        mappings.keepRecent(configuration.recentMappings)
         let number = engineNumbers.wrappingAdd(1, ordering: .relaxed).oldValue
         self.threadName = "baio-poll-\(number % 100_000)"
         let fd = try makeEventFD()
@@ -67,6 +68,7 @@ final class Engine: @unchecked Sendable {
     /// the thread is joined. Idempotent.
     func shutdown() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        defer { mappings.keepRecent(0) }  // after the join: no request can take a mapping any more
         inbox.withLock { $0.stopping = true }
         system_eventfd_signal(wakeFD)
         guard let thread else { return }

@@ -98,7 +98,9 @@ struct Poller {
                 sleepUntilWoken()
                 idleSince = nil
                 interval = minimumPoll
-            } else if now - lastDeep > .nanoseconds(backoffCeiling() * 16), let lone = loneReadWait(), lone != lastLoneWait {
+            } else if now - lastDeep > .nanoseconds(backoffCeiling() * 16), let lone = loneReadWait(),
+                lone != lastLoneWait
+            {
                 // At depth 1 a poll pass can only notice the I/O late; a blocking pread of one byte
                 // sleeps on the page lock and wakes when the I/O ends. The byte goes to scratch. Only
                 // when the depth has stayed at 1 for a while: at depth 4 or 8 a new read submitted while

@@ -20,6 +20,9 @@ final class FileMapping: @unchecked Sendable {
 
     deinit { _ = system_munmap(base, length) }
 
+    /// mincore's vector for a probe of `pages` pages: at most 4096 bytes (one per page), at least 1.
+    static func vectorLength(pages: Int64) -> Int { Int(min(max(pages, 1), 4096)) }
+
     /// Counts the leading resident pages of `run`, at most `limit` of them. Pages beyond the mapping count
     /// as not resident.
     func residentPrefix(of run: PageRun, limit: Int64) -> Int64 {
@@ -28,7 +31,10 @@ final class FileMapping: @unchecked Sendable {
         let end = min(run.first + min(run.count, limit), mappedPages)
         var page = run.first
         var prefix: Int64 = 0
-        let window = 4096
+        // Sized to the probe, not to the 4096-page window: Swift keeps a temporary allocation on the stack
+        // only when it is small, and the poller's typical probe is a few pages (the cost model found one
+        // heap allocation per probe with a fixed 4096).
+        let window = Self.vectorLength(pages: end - page)
         return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: window) { vector in
             while page < end {
                 let pages = Int(min(Int64(window), end - page))
@@ -50,7 +56,7 @@ final class FileMapping: @unchecked Sendable {
         let pageSize = Int64(systemPageSize)
         let mappedPages = Int64(length) / pageSize
         var runs: [PageRun] = []
-        let window = 4096
+        let window = Self.vectorLength(pages: run.count)
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: window) { vector in
             var page = run.first
             let end = run.end
