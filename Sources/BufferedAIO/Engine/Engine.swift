@@ -212,6 +212,10 @@ final class Engine: @unchecked Sendable {
             request, read: read, fd: fd, directFD: prepared.directFD, pins: prepared.pins, info: info,
             firstCopy: prepared.firstCopy)
         counters.submitted.add(1)
+        // Every page resident: the request goes to the sink's ready queue now, so it is no longer pending;
+        // left pending, cancel(tag:) or a reaper's claimPending could take it too, and one read gave two
+        // events (issue 13's soak: the second copy wrote a buffer the caller had already freed).
+        if case .ready = outcome { _ = request.transition(from: .pending, to: .ready) }
         // The sink learns of the request before the poller can deliver it.
         sink.accept(request)
         if case .pending = outcome { enqueue(request) }
