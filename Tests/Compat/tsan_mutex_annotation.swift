@@ -2,7 +2,7 @@
 // library). This shows the annotation that makes it see one: __tsan_acquire on entering the locked body,
 // __tsan_release on leaving it, on one address per lock (docs/robustness.md, ThreadSanitizer).
 //
-//   swiftc -sanitize=thread tsan_mutex_annotation.swift -o t && ./t            # 1 data race reported
+//   swiftc -sanitize=thread -g tsan_mutex_annotation.swift -o t && ./t         # usually 1 data race reported
 //   ./t annotate                                                               # none
 import Glibc
 import Synchronization
