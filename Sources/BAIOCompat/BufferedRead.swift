@@ -116,6 +116,10 @@ struct BufferedRead {
                 guard let base = list[i].iov_base, !isBadUserPointer(base),
                     UInt(bitPattern: base).addingReportingOverflow(UInt(length)).partialValue <= userSpaceEnd
                 else { return nil }
+            } else if let base = list[i].iov_base, UInt(bitPattern: base) >= userSpaceEnd {
+                // access_ok refuses a kernel address even for an empty segment: the kernel's EFAULT, before
+                // any byte is read (found by Fuzz/libbaio_iocb_fuzz.c: the probe had filled the others).
+                return nil
             }
             total = min(maximumReadCount, total + min(length, maximumReadCount))
         }

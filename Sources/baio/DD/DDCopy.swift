@@ -233,7 +233,14 @@ struct DDCopier {
 
         var position = start
         let conversion = DDRecordConversion(o)
-        while !interrupted, let chunk = try nextChunk() {
+        var readError: DDFailure?
+        while !interrupted {
+            let next: UnsafeRawBufferPointer?
+            do { next = try nextChunk() } catch {
+                readError = error
+                break
+            }
+            guard let chunk = next else { break }
             counts.readFull += chunk.count / o.inputBlockSize
             if chunk.count % o.inputBlockSize != 0 { counts.readPartial += 1 }
             try write(try conversion.convert(chunk), to: output)
@@ -242,8 +249,10 @@ struct DDCopier {
             progress()
         }
         if interrupted { return }
+        // After a read error GNU dd still writes the last partial output block (and syncs) before failing.
         try conversion.finish(output)
         try output.finish(o.conversions)
+        if let readError { throw readError }
         dropper?.finish(at: position, endOfFile: position >= size)
     }
 

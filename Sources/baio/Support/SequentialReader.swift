@@ -185,13 +185,28 @@ final class SequentialReader {
         lent = slot
         let count = try results[slot]!.get()
         if count < requested[slot] {
-            // The file ended early (it shrank): reads beyond it are cancelled at close.
-            end = offsets[slot] + Int64(count)
-            nextOffset = end
-            order.removeAll()
+            // A short count is not yet the end: the file may have shrunk, or the read met an I/O error after
+            // its first page (pread's short count). As a read(2) loop does, read again from where it stopped:
+            // 0 bytes there is the end, an error is the error (issue 13: `baio dd` took EIO for the end).
+            dropReadsAhead()
+            nextOffset = offsets[slot] + Int64(count)
+            if count == 0 { end = nextOffset }
         }
         guard count > 0 else { return nil }
         return UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(slots[slot])[0..<count])
+    }
+
+    /// Cancels and collects the reads after the chunk just handed out, and frees their buffers.
+    private func dropReadsAhead() {
+        for slot in order where results[slot] == nil { context.cancel(tag: UInt64(slot)) }
+        do {
+            while order.contains(where: { results[$0] == nil }) { try collect(minimum: 1) }
+        } catch {
+            order.removeAll()  // the context is gone: leave those buffers out of the ring
+            return
+        }
+        free.append(contentsOf: order)
+        order.removeAll()
     }
 
     private func collect(minimum: Int) throws(BufferedAIOError) {
