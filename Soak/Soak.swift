@@ -5,7 +5,7 @@
 // anything was wrong, hung, failed unexpectedly, or if descriptors, threads or memory grew.
 //
 //   soak DIRECTORY SECONDS
-import BufferedAIO
+@_spi(Experiments) import BufferedAIO
 import Glibc
 import Synchronization
 
@@ -160,7 +160,7 @@ func asyncWorker(_ paths: [String], until end: Double, _ tally: Tally, engine: R
                         if !good { tally.wrong.bump(1) }
                     } catch is CancellationError {
                         tally.cancelled.bump(1)
-                    } catch let error as BufferedAIOError where error.code == .cancelled || error.code == .closed {
+                    } catch let error as BufferedAIOError where [.cancelled, .contextClosed, .fileClosed, .shutDown].contains(error.code) {
                         tally.cancelled.bump(1)
                     } catch {
                         tally.fail("async read: \(error)")

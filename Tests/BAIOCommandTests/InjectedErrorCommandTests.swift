@@ -2,8 +2,8 @@
 // of the faulty ext4 (TestSupport/FaultyDisk.swift): the same bytes out, the same messages, the same summary
 // and the same exit status. Each tool runs right after the file is evicted, so both meet the device.
 import Glibc
-import Testing
 import TestSupport
+import Testing
 
 @Suite(
     "Injected read errors: baio cat and dd against GNU", .serialized,
@@ -33,7 +33,9 @@ struct InjectedErrorCommandTests {
         }.joined(separator: "\n")
     }
 
-    @Test("EIO at the first page, after it, and none: baio's output, messages and status are GNU's", arguments: 0..<rows.count)
+    @Test(
+        "EIO at the first page, after it, and none: baio's output, messages and status are GNU's",
+        arguments: 0..<rows.count)
     func matchesGNU(_ row: Int) throws {
         let baio = try #require(Baio.path, "baio was not built next to the tests")
         let (name, operands) = Self.rows[row]
@@ -59,8 +61,11 @@ struct InjectedErrorCommandTests {
         #expect(ours.output.count == theirs.output.count, "\(what)")
         // Both wrote the file's true bytes (GNU's output is checked too: the faulty disk must not return wrong data).
         let start = operands.contains("skip=64") ? 64 * 4096 : operands.contains("skip=12345") ? 12345 : 0
-        #expect(ours.output == file.originalBytes(start, ours.output.count), "\(what): baio's bytes differ from the file's")
-        #expect(theirs.output == file.originalBytes(start, theirs.output.count), "\(what): GNU's bytes differ from the file's")
+        #expect(
+            ours.output == file.originalBytes(start, ours.output.count), "\(what): baio's bytes differ from the file's")
+        #expect(
+            theirs.output == file.originalBytes(start, theirs.output.count),
+            "\(what): GNU's bytes differ from the file's")
     }
 }
 

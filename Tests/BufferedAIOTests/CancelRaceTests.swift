@@ -3,8 +3,8 @@
 // took it as well, and the second copy wrote a buffer the caller had freed after the first event).
 import BufferedAIO
 import Glibc
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Cancel races", .serialized, .enabled(if: Scratch.available, Scratch.skipReason), .timeLimit(.minutes(3)))
 struct CancelRaceTests {

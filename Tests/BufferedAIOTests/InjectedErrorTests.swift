@@ -2,10 +2,10 @@
 // (TestSupport/FaultyDisk.swift). Every front end must report what a plain pread reports on the same file:
 // EIO for a read that starts on a bad page, a short count of good bytes for one that meets the bad pages
 // later, the whole range for one that misses them; and nothing may hang or leak.
-import BufferedAIO
+@_spi(Experiments) import BufferedAIO
 import Glibc
-import Testing
 import TestSupport
+import Testing
 
 /// A read and what the kernel's pread must agree with.
 struct FaultyRead: CustomStringConvertible, Sendable {
@@ -44,7 +44,8 @@ extension FaultyFile {
             if (badOffset..<badEnd).contains(offset) { return "\(bytes.count) bytes, expected EIO" }
             if bytes != originalBytes(offset, bytes.count) { return "\(bytes.count) bytes that differ from the file's" }
             if offset >= badEnd || end <= badOffset {
-                return bytes.count == Swift.max(end - offset, 0) ? nil : "\(bytes.count) bytes, expected \(end - offset)"
+                return bytes.count == Swift.max(end - offset, 0)
+                    ? nil : "\(bytes.count) bytes, expected \(end - offset)"
             }
             if bytes.count > 0 && bytes.count <= badOffset - offset { return nil }
             expected = "a short count in 1...\(badOffset - offset)"
@@ -59,12 +60,16 @@ extension FaultyFile {
 struct InjectedErrorTests {
     /// The oracle's answer must itself follow the rules (so the faulty disk does what it claims), and the
     /// engine's answer likewise; where the answer is exact (an error, or all of the range) they are equal.
-    func check(_ engine: ReadOutcome, _ read: FaultyRead, _ path: String, sourceLocation: SourceLocation = #_sourceLocation)
+    func check(
+        _ engine: ReadOutcome, _ read: FaultyRead, _ path: String, sourceLocation: SourceLocation = #_sourceLocation
+    )
         throws
     {
         let file = try FaultyDisk.file(read.name)
         let kernel = file.pread(read.offset, read.count)
-        #expect(file.problem(with: kernel, offset: read.offset, count: read.count) == nil, "pread of \(read)", sourceLocation: sourceLocation)
+        #expect(
+            file.problem(with: kernel, offset: read.offset, count: read.count) == nil, "pread of \(read)",
+            sourceLocation: sourceLocation)
         if let problem = file.problem(with: engine, offset: read.offset, count: read.count) {
             Issue.record("\(path), \(read): \(problem); pread gave \(kernel)", sourceLocation: sourceLocation)
         }
@@ -79,7 +84,8 @@ struct InjectedErrorTests {
             let fd = open(file.path, O_RDONLY | O_CLOEXEC)
             let context = try IOContext(capacity: 4)
             let buffer = ReadBuffer(read.count, alignment: 4096)
-            try context.submit(ReadRequest(descriptor: fd, offset: Int64(read.offset), length: read.count, into: buffer.bytes, tag: 1))
+            try context.submit(
+                ReadRequest(descriptor: fd, offset: Int64(read.offset), length: read.count, into: buffer.bytes, tag: 1))
             let event = try #require(try collect(context, 1)[1], "no event for \(read)")
             context.close()
             close(fd)
@@ -108,7 +114,8 @@ struct InjectedErrorTests {
             let context = try IOContext(capacity: 1, configuration: configuration)
             defer { context.close() }
             let buffer = ReadBuffer(read.count, alignment: 4096)
-            try context.submit(ReadRequest(descriptor: fd, offset: Int64(read.offset), length: read.count, into: buffer.bytes, tag: 1))
+            try context.submit(
+                ReadRequest(descriptor: fd, offset: Int64(read.offset), length: read.count, into: buffer.bytes, tag: 1))
             let event = try #require(try collect(context, 1)[1], "no event for \(read)")
             let outcome: ReadOutcome =
                 switch event.result {
@@ -148,7 +155,8 @@ struct InjectedErrorTests {
         let library = try #require(Libbaio.library, "libBAIOCompat.so was not built next to the tests")
         let directory = try FaultyDisk.workDirectory()
         let program = "\(directory)-eio-libaio"
-        let compiled = try Libbaio.run("cc -O1 -Wall -o '\(program)' '\(FaultyDisk.compat)/eio_libaio.c' -laio", in: "/")
+        let compiled = try Libbaio.run(
+            "cc -O1 -Wall -o '\(program)' '\(FaultyDisk.compat)/eio_libaio.c' -laio", in: "/")
         try #require(compiled.status == 0, "cc failed: \(compiled.stderr)")
         defer { unlink(program) }
         let output = "\(directory)-eio-libaio.out"
@@ -163,7 +171,9 @@ struct InjectedErrorTests {
             for preload in ["", "LD_PRELOAD='\(library)' BAIO_STATS='\(stats)' "] {
                 unlink(output)
                 unlink(stats)
-                let run = try Libbaio.run("\(preload)timeout 120 '\(program)' '\(file.path)' \(read.offset) \(read.count) '\(output)'", in: "/")
+                let run = try Libbaio.run(
+                    "\(preload)timeout 120 '\(program)' '\(file.path)' \(read.offset) \(read.count) '\(output)'",
+                    in: "/")
                 #expect(run.status == 0 && run.stderr.isEmpty, "\(preload)\(read): \(run)")
                 let res = try #require(Int(run.stdout.trimmingNewline.dropFirst(4)), "\(preload)\(read): \(run.stdout)")
                 outcomes.append(res < 0 ? .failed(Int32(-res)) : .read(file.bytes(of: output)))
@@ -172,7 +182,9 @@ struct InjectedErrorTests {
             // one may complete inside its RWF_NOWAIT probe, docs/architecture.md, and never reach the engine.)
             if case .failed = outcomes[0] {
                 let report = FaultyDisk.readText(stats)
-                #expect(Libbaio.total("engineReads", in: report) == 1 && Libbaio.total("stalls", in: report) > 0, "\(read): \(report)")
+                #expect(
+                    Libbaio.total("engineReads", in: report) == 1 && Libbaio.total("stalls", in: report) > 0,
+                    "\(read): \(report)")
             }
             // The real libaio's buffered read runs inside io_submit: it is the kernel's own answer.
             #expect(file.problem(with: outcomes[0], offset: read.offset, count: read.count) == nil, "libaio, \(read)")

@@ -28,7 +28,12 @@ func work() {
 var threads: [pthread_t] = []
 for _ in 0..<2 {
     var thread = pthread_t()
-    pthread_create(&thread, nil, { _ in work(); return nil }, nil)
+    pthread_create(
+        &thread, nil,
+        { _ in
+            work()
+            return nil
+        }, nil)
     threads.append(thread)
 }
 for thread in threads { pthread_join(thread, nil) }

@@ -72,9 +72,14 @@ public enum FaultyDisk {
 
     /// The faulty files by name, or why there are none.
     public static let files: Result<[String: FaultyFile], SkipReason> = {
-        guard geteuid() == 0 else { return .failure(SkipReason("injecting read errors needs root (mount, loop devices, FUSE)")) }
-        guard access("/dev/fuse", R_OK | W_OK) == 0 else { return .failure(SkipReason("no /dev/fuse: the kernel has no FUSE")) }
-        for tool in ["cc", "mkfs.ext4", "filefrag", "losetup", "mount"] where Scratch.shell("command -v \(tool) >/dev/null") != 0 {
+        guard geteuid() == 0 else {
+            return .failure(SkipReason("injecting read errors needs root (mount, loop devices, FUSE)"))
+        }
+        guard access("/dev/fuse", R_OK | W_OK) == 0 else {
+            return .failure(SkipReason("no /dev/fuse: the kernel has no FUSE"))
+        }
+        for tool in ["cc", "mkfs.ext4", "filefrag", "losetup", "mount"]
+        where Scratch.shell("command -v \(tool) >/dev/null") != 0 {
             return .failure(SkipReason("\(tool) is missing (scripts/setup installs it)"))
         }
         let temp = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
@@ -91,7 +96,9 @@ public enum FaultyDisk {
         }
         // The server binary goes next to the directory so `down` (which removes the directory) leaves it.
         rename(server, "\(directory)-server")
-        guard Scratch.shell("'\(compat)/faulty_ext4.sh' up '\(directory)' '\(directory)-server' > '\(report)' 2>&1") == 0 else {
+        guard
+            Scratch.shell("'\(compat)/faulty_ext4.sh' up '\(directory)' '\(directory)-server' > '\(report)' 2>&1") == 0
+        else {
             return .failure(SkipReason("faulty_ext4.sh up failed: \(readText(report))"))
         }
         return parse(readText(report))
