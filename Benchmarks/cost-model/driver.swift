@@ -48,7 +48,7 @@ func matches(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, _ offset: Int64) -> B
 }
 
 /// The engine's counters at the end of the run (reads that waited for the poller, poll passes, ...).
-nonisolated(unsafe) var statistics = Statistics()
+nonisolated(unsafe) var statistics = EngineStatistics()
 
 func runContext(_ file: BufferedFile, _ fd: Int32, _ walk: Walk, depth: Int, deadline: Double) throws -> (Int, Int) {
     let context = try IOContext(capacity: depth)
